@@ -1,0 +1,80 @@
+//! The internal API between kms-api and the secure environment.
+//!
+//! This hop is the project's own (DESIGN.md, "Decisions"): JSON over local
+//! HTTP, errors in the same shape as the public API so kms-api can relay a
+//! client error's status and code unchanged. Everything kms-api holds for
+//! the secure environment is opaque sealed bytes ([`Bytes`]); their layouts
+//! are in `kms-crypto`'s `envelope` module.
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Authorization, ImportEnvelope, ImportReceipt};
+use crate::{Bytes, HpkeCiphertext, Id, KeyType, Nonce, P256PublicKey};
+
+pub const PATH_HEALTH: &str = "/internal/v1/health";
+pub const PATH_IDENTITY: &str = "/internal/v1/identity";
+pub const PATH_SESSIONS: &str = "/internal/v1/import-sessions";
+pub const PATH_IMPORT: &str = "/internal/v1/import";
+pub const PATH_EXPORT: &str = "/internal/v1/export";
+
+/// `GET /internal/v1/identity`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub provider: String,
+    pub identity_public_key: P256PublicKey,
+    pub measurement: String,
+}
+
+/// `POST /internal/v1/import-sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartSession {
+    pub client_nonce: Option<Nonce>,
+}
+
+/// A new session: what the client sees, and the sealed state kms-api keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStarted {
+    pub envelope: ImportEnvelope,
+    /// The session's private key sealed under the master key, bound to
+    /// `session_id` and `expires_at`.
+    pub sealed_state: Bytes,
+}
+
+/// `POST /internal/v1/import`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Import {
+    pub session_id: Id,
+    pub expires_at: u64,
+    pub sealed_state: Bytes,
+    pub encrypted_key: HpkeCiphertext,
+}
+
+/// A wallet as stored: public metadata and sealed blobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletRecord {
+    pub wallet_id: Id,
+    pub key_type: KeyType,
+    pub public_key: Option<Bytes>,
+    pub owner_public_key: Option<P256PublicKey>,
+    pub created_at: u64,
+    pub master_key_version: u32,
+    /// The wallet's data key wrapped under the master key.
+    pub wrapped_key: Bytes,
+    /// The wallet material encrypted under the data key.
+    pub ciphertext: Bytes,
+}
+
+/// Reply to [`Import`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Imported {
+    pub receipt: ImportReceipt,
+    pub record: WalletRecord,
+}
+
+/// `POST /internal/v1/export`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Export {
+    pub record: WalletRecord,
+    pub recipient_public_key: P256PublicKey,
+    pub authorization: Option<Authorization>,
+}

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod b64;
+pub mod error;
+pub mod id;
+pub mod internal;
+pub mod key_material;
+pub mod types;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use id::Id;
+pub use key_material::KeyType;
+pub use types::{Bytes, HpkeCiphertext, Nonce, P256PublicKey, Signature};
+
+/// Largest request body either server reads (PROTOCOL.md, "Request bodies").
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
