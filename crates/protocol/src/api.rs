@@ -143,8 +143,11 @@ mod tests {
         assert!(serde_json::from_str::<CompleteImport>(dup).is_err());
         // Integers carry no fraction or exponent.
         let auth = |e: &str| {
-            format!(r#"{{"expires_at": {e}, "nonce": "{n}", "signature": "{s}"}}"#,
-                n = crate::b64::encode([0u8; 16]), s = crate::b64::encode([0u8; 64]))
+            format!(
+                r#"{{"expires_at": {e}, "nonce": "{n}", "signature": "{s}"}}"#,
+                n = crate::b64::encode([0u8; 16]),
+                s = crate::b64::encode([0u8; 64])
+            )
         };
         assert!(serde_json::from_str::<Authorization>(&auth("1")).is_ok());
         assert!(serde_json::from_str::<Authorization>(&auth("1.0")).is_err());

@@ -108,7 +108,8 @@ impl Serialize for Id {
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        Id::parse_json(&s).map_err(|_| serde::de::Error::custom("an id must be a lowercase hyphenated UUID"))
+        Id::parse_json(&s)
+            .map_err(|_| serde::de::Error::custom("an id must be a lowercase hyphenated UUID"))
     }
 }
 

@@ -115,7 +115,11 @@ mod tests {
             br#"{"v": 1, "key_type": "raw", "private_key": "AQ"} x"#,
             b"\xff",
         ] {
-            assert!(KeyMaterialJson::parse(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                KeyMaterialJson::parse(bad).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -27,7 +27,9 @@ impl P256PublicKey {
             .try_into()
             .map_err(|_| ShapeError("a P-256 public key must be 65 bytes (SEC1 uncompressed)"))?;
         if arr[0] != 0x04 {
-            return Err(ShapeError("a P-256 public key must start with 0x04 (uncompressed)"));
+            return Err(ShapeError(
+                "a P-256 public key must start with 0x04 (uncompressed)",
+            ));
         }
         if arr[1..33] >= P256_P[..] || arr[33..65] >= P256_P[..] {
             return Err(ShapeError("a P-256 public key coordinate is not below p"));
@@ -98,7 +100,9 @@ impl HpkeCiphertext {
         if bytes.len() >= Self::MIN_LEN {
             Ok(Self(bytes))
         } else {
-            Err(ShapeError("an HPKE ciphertext must be at least 81 bytes (enc ‖ ct)"))
+            Err(ShapeError(
+                "an HPKE ciphertext must be at least 81 bytes (enc ‖ ct)",
+            ))
         }
     }
 
@@ -152,16 +156,26 @@ macro_rules! b64_serde {
 
         impl fmt::Debug for $t {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!(stringify!($t), "({})"), b64::encode(self.as_bytes()))
+                write!(
+                    f,
+                    concat!(stringify!($t), "({})"),
+                    b64::encode(self.as_bytes())
+                )
             }
         }
     };
 }
 
-b64_serde!(P256PublicKey, "a public key", |v| P256PublicKey::from_bytes(&v));
+b64_serde!(
+    P256PublicKey,
+    "a public key",
+    |v| P256PublicKey::from_bytes(&v)
+);
 b64_serde!(Signature, "a signature", |v| Signature::from_bytes(&v));
 b64_serde!(Nonce, "a nonce", |v| Nonce::from_bytes(&v));
-b64_serde!(HpkeCiphertext, "a ciphertext", |v| HpkeCiphertext::from_bytes(v));
+b64_serde!(HpkeCiphertext, "a ciphertext", |v| {
+    HpkeCiphertext::from_bytes(v)
+});
 b64_serde!(Bytes, "a byte string", |v| Ok::<_, ShapeError>(Bytes(v)));
 
 #[cfg(test)]

@@ -1,0 +1,53 @@
+//! Every HPKE `info`, KDF label, AAD label and signature context, versioned.
+//! No two purposes share a label (DESIGN.md, "Key hierarchy").
+
+/// Session proof signature context (PROTOCOL.md §2).
+pub const IMPORT_SESSION: &[u8] = b"kms/import-session/v1";
+/// HPKE `info` prefix of an import (PROTOCOL.md §3).
+pub const IMPORT: &[u8] = b"kms/import/v1";
+/// Import receipt signature context (PROTOCOL.md §3).
+pub const IMPORT_RECEIPT: &[u8] = b"kms/import-receipt/v1";
+/// HPKE `info` prefix of an export (PROTOCOL.md §4).
+pub const EXPORT: &[u8] = b"kms/export/v1";
+/// Export bundle signature context (PROTOCOL.md §4).
+pub const EXPORT_BUNDLE: &[u8] = b"kms/export-bundle/v1";
+/// Owner's export authorization signature context (PROTOCOL.md §6).
+pub const EXPORT_REQUEST: &[u8] = b"kms/export-request/v1";
+
+/// HKDF `info` deriving the key that seals import-session state from a master key.
+pub const SESSION_SEAL_KDF: &[u8] = b"kms/session-seal/v1";
+/// AAD label of sealed import-session state.
+pub const SESSION_STATE_AAD: &[u8] = b"kms/session-state/v1";
+/// AAD label of a wallet's data key wrapped under a master key.
+pub const WALLET_KEY_WRAP_AAD: &[u8] = b"kms/wallet-key-wrap/v1";
+/// AAD label of wallet material encrypted under its data key.
+pub const WALLET_MATERIAL_AAD: &[u8] = b"kms/wallet-material/v1";
+/// AAD label of the key set sealed under the root key.
+pub const KEYSET_AAD: &[u8] = b"kms/keyset/v1";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn labels_are_distinct() {
+        let all = [
+            super::IMPORT_SESSION,
+            super::IMPORT,
+            super::IMPORT_RECEIPT,
+            super::EXPORT,
+            super::EXPORT_BUNDLE,
+            super::EXPORT_REQUEST,
+            super::SESSION_SEAL_KDF,
+            super::SESSION_STATE_AAD,
+            super::WALLET_KEY_WRAP_AAD,
+            super::WALLET_MATERIAL_AAD,
+            super::KEYSET_AAD,
+        ];
+        for (i, a) in all.iter().enumerate() {
+            assert!(a.starts_with(b"kms/") && a.ends_with(b"/v1"));
+            assert!(!a.contains(&0));
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+}
