@@ -1,1 +1,120 @@
-fn main() {}
+//! `secure-environment`: serve the internal API, or print the identity key.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use kms_protocol::b64;
+use secure_environment::config::{Cli, Command};
+use secure_environment::runtime::system_clock;
+use secure_environment::{hardening, keystore, server, SecureRuntime};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    if let Err(e) = hardening::disable_core_dumps() {
+        tracing::warn!(error = %e, "could not disable core dumps");
+    }
+    let result = match cli.command {
+        Some(Command::Identity) => print_identity(&cli),
+        None => serve(cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("secure-environment: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<keystore::Loaded> {
+    let loaded = keystore::load_or_create(&cli.data_dir, cli.root_key_file.as_deref())?;
+    if loaded.created {
+        tracing::info!(data_dir = %cli.data_dir.display(), "created a new key set");
+    }
+    if loaded.root_key_in_data_dir {
+        tracing::warn!(
+            "the root key file sits beside the key set it seals: this protects nothing against whoever \
+             holds the data dir. Development only; move it with --root-key-file (SECURE_ENV_ROOT_KEY_FILE)"
+        );
+    }
+    Ok(loaded)
+}
+
+fn print_identity(cli: &Cli) -> anyhow::Result<()> {
+    let loaded = load(cli)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}",
+        b64::encode(loaded.keys.identity().public_key().as_bytes())
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Lowercase hex SHA-256 of this executable (PROTOCOL.md §1 `measurement`).
+fn measurement() -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("locating own executable")?;
+    let bytes = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
+    Ok(kms_crypto::hex(&kms_crypto::sha256(&bytes)))
+}
+
+fn serve(cli: Cli) -> anyhow::Result<()> {
+    let loaded = load(&cli)?;
+    let measurement = measurement()?;
+    tracing::info!(
+        identity_public_key = %b64::encode(loaded.keys.identity().public_key().as_bytes()),
+        measurement = %measurement,
+        core_dumps_disabled = hardening::core_dumps_disabled(),
+        "key set open"
+    );
+    let runtime = SecureRuntime::new(loaded.keys, cli.session_ttl, measurement, system_clock());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cli.listen)
+            .await
+            .with_context(|| format!("binding {}", cli.listen))?;
+        let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "listening on a non-loopback address: only kms-api should reach the secure environment");
+        }
+        println!("listening on {addr}");
+        std::io::stdout().flush()?;
+        tracing::info!(%addr, "secure environment serving");
+        axum::serve(listener, server::app(runtime))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        tracing::info!("secure environment stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

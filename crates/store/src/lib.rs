@@ -1,1 +1,109 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
 
+mod sqlite;
+
+use std::sync::Arc;
+
+use kms_protocol::api::WalletMetadata;
+use kms_protocol::internal::WalletRecord;
+use kms_protocol::Id;
+
+pub use sqlite::SqliteStore;
+
+/// An import session as kms-api keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub session_id: Id,
+    /// The session's private key, sealed by the secure environment.
+    pub sealed_state: Vec<u8>,
+    pub expires_at: u64,
+    pub created_at: u64,
+    /// When the session completed; `None` while it is still open.
+    pub completed_at: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be reached or failed (kms-api answers 503).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// `complete_session` found the session already completed (409).
+    #[error("import session already completed")]
+    SessionAlreadyCompleted,
+    /// `complete_session` found no such session.
+    #[error("no such import session")]
+    SessionNotFound,
+    /// A row that this store did not write in this shape (500).
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(&'static str),
+    /// A database URL this build cannot use.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// What kms-api needs from its storage. Every engine implements it and
+/// passes the same test suite (`tests/store_suite.rs`).
+///
+/// Single use of import sessions rests on [`Store::complete_session`]: it
+/// marks the session completed and inserts the wallet in one transaction,
+/// and fails if the session had already completed, so two racing
+/// completions (even on two kms-api instances) never both succeed.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Succeeds when the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Records a new import session.
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+
+    /// The session with this id, if any.
+    async fn session(&self, id: &Id) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Atomically marks the session completed at `completed_at` and stores
+    /// its wallet. Fails with [`StoreError::SessionAlreadyCompleted`] (and
+    /// stores nothing) if it had completed already.
+    async fn complete_session(
+        &self,
+        id: &Id,
+        completed_at: u64,
+        wallet: &WalletRecord,
+    ) -> Result<(), StoreError>;
+
+    /// The wallet with this id, with its sealed blobs.
+    async fn wallet(&self, id: &Id) -> Result<Option<WalletRecord>, StoreError>;
+
+    /// Up to `limit` wallets' metadata with ids greater than `after`, in
+    /// ascending id order (PROTOCOL.md §5).
+    async fn list_wallets(
+        &self,
+        after: Option<&Id>,
+        limit: u32,
+    ) -> Result<Vec<WalletMetadata>, StoreError>;
+
+    /// Deletes sessions that expired before `expired_before`, completed or
+    /// not; returns how many.
+    async fn purge_sessions(&self, expired_before: u64) -> Result<u64, StoreError>;
+}
+
+/// Opens the store a database URL names: `sqlite://PATH` (created if
+/// missing). `postgres://` is refused until its store exists.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        return Ok(Arc::new(SqliteStore::open(path).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Unsupported(
+            "PostgreSQL is not supported by this build yet; use sqlite://PATH (the default)"
+                .to_owned(),
+        ));
+    }
+    Err(StoreError::Unsupported(format!(
+        "unsupported database URL scheme in {:?}; use sqlite://PATH",
+        url.split("://").next().unwrap_or(url)
+    )))
+}

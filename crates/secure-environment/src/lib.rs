@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod hardening;
+pub mod keystore;
+pub mod runtime;
+pub mod server;
+
+pub use error::EnvError;
+pub use runtime::{Clock, SecureRuntime, TrustedEnv};

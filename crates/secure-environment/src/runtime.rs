@@ -1,0 +1,294 @@
+//! `SecureRuntime`: the one door into the key set and every cryptographic
+//! operation. Handlers call [`SecureRuntime::trusted_env_exec`] and get a
+//! [`TrustedEnv`] for the duration of the closure; nothing else in the
+//! process can reach the keys.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kms_crypto::envelope;
+use kms_crypto::hpke::{self, HpkeSecretKey};
+use kms_crypto::keyset::KeySet;
+use kms_crypto::material::KeyMaterial;
+use kms_crypto::{labels, messages, rng, sign};
+use kms_protocol::api::{ExportBundle, HpkeSuite, ImportEnvelope, ImportReceipt, SessionProof};
+use kms_protocol::internal::{Export, Identity, Import, Imported, SessionStarted, WalletRecord};
+use kms_protocol::{Bytes, Id, Nonce};
+
+use crate::EnvError;
+
+/// Seconds since the Unix epoch; injectable so tests can move time.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
+}
+
+/// How far ahead an owner's authorization may expire (PROTOCOL.md §6).
+pub const MAX_AUTHORIZATION_WINDOW: u64 = 300;
+
+/// The provider the attestation is rooted in (PROTOCOL.md §1).
+pub const PROVIDER: &str = "software";
+
+struct Trusted {
+    keys: Box<KeySet>,
+    /// Completed session ids and when they expire; forgotten after that.
+    completed: Mutex<HashMap<Id, u64>>,
+    session_ttl: u64,
+    measurement: String,
+    clock: Clock,
+}
+
+/// The trusted runtime. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct SecureRuntime {
+    inner: Arc<Trusted>,
+}
+
+impl std::fmt::Debug for SecureRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecureRuntime")
+            .field("keys", &self.inner.keys)
+            .field("session_ttl", &self.inner.session_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecureRuntime {
+    /// Takes ownership of the key set and locks its memory. A failed `mlock`
+    /// is a loud warning, not a refusal to start (DESIGN.md, "Decisions").
+    pub fn new(keys: KeySet, session_ttl: u64, measurement: String, clock: Clock) -> Self {
+        let keys = Box::new(keys);
+        for region in keys.secret_regions() {
+            if let Err(e) = crate::hardening::lock_memory(region) {
+                tracing::warn!(error = %e, "could not mlock key set memory; it may be swapped to disk");
+            }
+        }
+        Self {
+            inner: Arc::new(Trusted {
+                keys,
+                completed: Mutex::new(HashMap::new()),
+                session_ttl,
+                measurement,
+                clock,
+            }),
+        }
+    }
+
+    /// Runs `op` inside the trusted environment.
+    pub fn trusted_env_exec<R>(&self, op: impl FnOnce(&TrustedEnv<'_>) -> R) -> R {
+        op(&TrustedEnv { t: &self.inner })
+    }
+}
+
+/// Access to the trusted state, only inside [`SecureRuntime::trusted_env_exec`].
+pub struct TrustedEnv<'a> {
+    t: &'a Trusted,
+}
+
+impl std::fmt::Debug for TrustedEnv<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TrustedEnv")
+    }
+}
+
+impl TrustedEnv<'_> {
+    fn now(&self) -> u64 {
+        (self.t.clock)()
+    }
+
+    fn new_id(&self) -> Result<Id, EnvError> {
+        Ok(Id::new_v4(rng::array(&mut rng::SystemRng)?))
+    }
+
+    /// The identity public key and the measurement (PROTOCOL.md §1).
+    pub fn identity(&self) -> Identity {
+        Identity {
+            provider: PROVIDER.to_owned(),
+            identity_public_key: *self.t.keys.identity().public_key(),
+            measurement: self.t.measurement.clone(),
+        }
+    }
+
+    /// Starts an import session (PROTOCOL.md §2): a fresh HPKE key pair, its
+    /// proof under the identity key, and its private key sealed for kms-api.
+    pub fn start_session(&self, client_nonce: Option<&Nonce>) -> Result<SessionStarted, EnvError> {
+        let session_id = self.new_id()?;
+        let sk = HpkeSecretKey::generate()?;
+        let expires_at = self.now().saturating_add(self.t.session_ttl);
+        let proof = messages::session_proof(
+            &session_id,
+            sk.public_key(),
+            expires_at,
+            client_nonce.map(Nonce::as_bytes),
+        );
+        let identity = self.t.keys.identity();
+        let sealed_state = envelope::seal_session(&self.t.keys, &session_id, expires_at, &sk)?;
+        Ok(SessionStarted {
+            envelope: ImportEnvelope {
+                session_id,
+                session_public_key: *sk.public_key(),
+                expires_at,
+                hpke_suite: HpkeSuite::V1,
+                proof: SessionProof {
+                    identity_public_key: *identity.public_key(),
+                    signature: identity.sign(&proof)?,
+                },
+            },
+            sealed_state: Bytes(sealed_state),
+        })
+    }
+
+    /// Completes an import (PROTOCOL.md §3). Checks, in order: the sealed
+    /// state opens (else the store is at fault, 500), the session has not
+    /// completed here (409), it has not expired (410), the ciphertext opens
+    /// (422 `decryption_failed`), the plaintext is key material (422
+    /// `invalid_key_material`). Only then is the session marked completed, so
+    /// a 422 leaves it usable.
+    pub fn import(&self, req: &Import) -> Result<Imported, EnvError> {
+        let sk = envelope::open_session(
+            &self.t.keys,
+            &req.session_id,
+            req.expires_at,
+            req.sealed_state.as_bytes(),
+        )?;
+        let now = self.now();
+        if self.is_completed(&req.session_id, now) {
+            return Err(EnvError::SessionUsed);
+        }
+        if now >= req.expires_at {
+            return Err(EnvError::SessionExpired);
+        }
+        let plaintext = sk
+            .open(
+                &hpke::info(labels::IMPORT, &req.session_id),
+                &req.encrypted_key,
+            )
+            .map_err(|_| EnvError::DecryptionFailed)?;
+        let material = KeyMaterial::from_plaintext(plaintext.expose())
+            .map_err(|e| EnvError::InvalidKeyMaterial(e.0))?;
+        drop(plaintext);
+        if material.owner_public_key().is_some() {
+            // PROTOCOL.md §6 is not enforced by this build yet; an owner key
+            // must never be stored unenforced.
+            return Err(EnvError::InvalidKeyMaterial(
+                "owner-bound wallets are not supported by this version",
+            ));
+        }
+        let public_key = material
+            .public_key()
+            .map_err(|e| EnvError::InvalidKeyMaterial(e.0))?;
+        let wallet_id = self.new_id()?;
+        let sealed = envelope::seal_wallet(&self.t.keys, &wallet_id, &material)?;
+        let receipt_msg = messages::import_receipt(
+            &req.session_id,
+            &wallet_id,
+            req.encrypted_key.as_bytes(),
+            material.key_type(),
+            public_key.as_deref(),
+            material.owner_public_key(),
+        );
+        let signature = self.t.keys.identity().sign(&receipt_msg)?;
+        self.mark_completed(req.session_id, req.expires_at, now)?;
+        let public_key = public_key.map(Bytes);
+        let owner_public_key = material.owner_public_key().copied();
+        Ok(Imported {
+            receipt: ImportReceipt {
+                wallet_id,
+                key_type: material.key_type(),
+                public_key: public_key.clone(),
+                owner_public_key,
+                created_at: now,
+                signature,
+            },
+            record: WalletRecord {
+                wallet_id,
+                key_type: material.key_type(),
+                public_key,
+                owner_public_key,
+                created_at: now,
+                master_key_version: sealed.master_key_version,
+                wrapped_key: Bytes(sealed.wrapped_key),
+                ciphertext: Bytes(sealed.ciphertext),
+            },
+        })
+    }
+
+    fn is_completed(&self, id: &Id, now: u64) -> bool {
+        let mut done = self.t.completed.lock().unwrap_or_else(|p| p.into_inner());
+        done.retain(|_, exp| *exp > now);
+        done.contains_key(id)
+    }
+
+    fn mark_completed(&self, id: Id, expires_at: u64, now: u64) -> Result<(), EnvError> {
+        let mut done = self.t.completed.lock().unwrap_or_else(|p| p.into_inner());
+        done.retain(|_, exp| *exp > now);
+        if done.insert(id, expires_at).is_some() {
+            // A concurrent import of the same session won the race.
+            return Err(EnvError::SessionUsed);
+        }
+        Ok(())
+    }
+
+    /// Exports a wallet sealed to `recipient_public_key` (PROTOCOL.md §4).
+    /// Checks, in order: the recipient key is on the curve (400), the stored
+    /// record opens (else 500), the owner's authorization for an owner-bound
+    /// wallet (401/403, §6).
+    pub fn export(&self, req: &Export) -> Result<ExportBundle, EnvError> {
+        sign::check_point(&req.recipient_public_key).map_err(|_| EnvError::InvalidPublicKey)?;
+        let r = &req.record;
+        let material = envelope::open_wallet(
+            &self.t.keys,
+            &r.wallet_id,
+            r.key_type,
+            r.wrapped_key.as_bytes(),
+            r.ciphertext.as_bytes(),
+        )?;
+        if let Some(owner) = material.owner_public_key() {
+            let auth = req
+                .authorization
+                .as_ref()
+                .ok_or(EnvError::AuthorizationRequired)?;
+            let now = self.now();
+            if auth.expires_at <= now
+                || auth.expires_at > now.saturating_add(MAX_AUTHORIZATION_WINDOW)
+            {
+                return Err(EnvError::AuthorizationFailed);
+            }
+            let msg = messages::export_request(
+                &r.wallet_id,
+                &req.recipient_public_key,
+                auth.expires_at,
+                auth.nonce.as_bytes(),
+            );
+            sign::verify(owner, &msg, &auth.signature)
+                .map_err(|_| EnvError::AuthorizationFailed)?;
+        }
+        let plaintext = material.to_export_plaintext();
+        let encrypted_key = hpke::seal(
+            &req.recipient_public_key,
+            &hpke::info(labels::EXPORT, &r.wallet_id),
+            plaintext.expose(),
+        )
+        .map_err(|_| EnvError::InvalidPublicKey)?;
+        let msg = messages::export_bundle(
+            &r.wallet_id,
+            &req.recipient_public_key,
+            encrypted_key.as_bytes(),
+        );
+        Ok(ExportBundle {
+            wallet_id: r.wallet_id,
+            key_type: material.key_type(),
+            recipient_public_key: req.recipient_public_key,
+            encrypted_key,
+            signature: self.t.keys.identity().sign(&msg)?,
+        })
+    }
+}

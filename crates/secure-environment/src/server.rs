@@ -1,0 +1,123 @@
+//! The internal HTTP API kms-api calls (`kms_protocol::internal`).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kms_protocol::internal::{self, Export, Import, StartSession};
+use kms_protocol::{ErrorBody, ErrorCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{EnvError, SecureRuntime};
+
+/// Largest internal request: a public request (64 KiB) re-encoded with the
+/// stored record it refers to.
+const MAX_INTERNAL_BODY: usize = 1024 * 1024;
+
+/// The secure environment's router.
+pub fn app(runtime: SecureRuntime) -> Router {
+    Router::new()
+        .route(internal::PATH_HEALTH, get(health))
+        .route(internal::PATH_IDENTITY, get(identity))
+        .route(internal::PATH_SESSIONS, post(start_session))
+        .route(internal::PATH_IMPORT, post(import))
+        .route(internal::PATH_EXPORT, post(export))
+        .fallback(|| async { error(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_INTERNAL_BODY))
+        .with_state(runtime)
+}
+
+fn error(code: ErrorCode, message: &str) -> Response {
+    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(ErrorBody::new(code, message))).into_response()
+}
+
+impl IntoResponse for EnvError {
+    fn into_response(self) -> Response {
+        match self.code() {
+            ErrorCode::InternalError => tracing::error!(error = %self, "operation failed"),
+            code => tracing::info!(code = code.as_str(), reason = %self, "request refused"),
+        }
+        error(self.code(), self.public_message())
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Response> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            error(ErrorCode::PayloadTooLarge, "request body too large")
+        } else {
+            error(ErrorCode::InvalidRequest, "could not read request body")
+        }
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| error(ErrorCode::InvalidRequest, &format!("invalid request: {e}")))
+}
+
+fn reply<T: Serialize>(status: StatusCode, r: Result<T, EnvError>) -> Response {
+    match r {
+        Ok(v) => (status, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn health() -> Response {
+    (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response()
+}
+
+async fn identity(State(rt): State<SecureRuntime>) -> Response {
+    Json(rt.trusted_env_exec(|env| env.identity())).into_response()
+}
+
+async fn start_session(
+    State(rt): State<SecureRuntime>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let req: StartSession = match parse(body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let r = rt.trusted_env_exec(|env| env.start_session(req.client_nonce.as_ref()));
+    if let Ok(s) = &r {
+        tracing::info!(session_id = %s.envelope.session_id, expires_at = s.envelope.expires_at, "import session started");
+    }
+    reply(StatusCode::CREATED, r)
+}
+
+async fn import(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesRejection>) -> Response {
+    let req: Import = match parse(body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let r = rt.trusted_env_exec(|env| env.import(&req));
+    if let Ok(i) = &r {
+        tracing::info!(session_id = %req.session_id, wallet_id = %i.receipt.wallet_id, key_type = %i.receipt.key_type, "import completed");
+    }
+    reply(StatusCode::CREATED, r)
+}
+
+async fn export(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesRejection>) -> Response {
+    let req: Export = match parse(body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let r = rt.trusted_env_exec(|env| env.export(&req));
+    if r.is_ok() {
+        tracing::info!(
+            wallet_id = %req.record.wallet_id,
+            recipient = %kms_crypto::hex(&kms_crypto::sha256(req.recipient_public_key.as_bytes())[..8]),
+            "export sealed"
+        );
+    }
+    reply(StatusCode::OK, r)
+}

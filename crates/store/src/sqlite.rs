@@ -1,0 +1,258 @@
+//! The SQLite engine: WAL, `synchronous = FULL`, migrations at open.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use kms_protocol::api::WalletMetadata;
+use kms_protocol::internal::WalletRecord;
+use kms_protocol::{Bytes, Id, KeyType, P256PublicKey};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+use crate::{SessionRecord, Store, StoreError};
+
+/// The migrations, in order; each runs once, in its own transaction.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+)];
+
+/// A [`Store`] in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` and applies
+    /// pending migrations.
+    pub async fn open(path: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The pool, for tests that play an attacker with full database access.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS kms_migrations (
+                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for &(version, name, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let applied: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM kms_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if applied.is_none() {
+                sqlx::raw_sql(sql).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO kms_migrations (version, name, applied_at) VALUES (?, ?, unixepoch())")
+                    .bind(version)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                tracing::info!(version, name, "applied migration");
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt("integer out of range"))
+}
+
+fn to_u64(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt("negative integer"))
+}
+
+fn id_of(bytes: Vec<u8>) -> Result<Id, StoreError> {
+    let arr: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("id is not 16 bytes"))?;
+    Ok(Id::from_bytes(arr))
+}
+
+fn metadata_of(row: &SqliteRow) -> Result<WalletMetadata, StoreError> {
+    let key_type: String = row.try_get("key_type")?;
+    let owner: Option<Vec<u8>> = row.try_get("owner_public_key")?;
+    Ok(WalletMetadata {
+        wallet_id: id_of(row.try_get("wallet_id")?)?,
+        key_type: KeyType::parse(&key_type).ok_or(StoreError::Corrupt("unknown key_type"))?,
+        public_key: row.try_get::<Option<Vec<u8>>, _>("public_key")?.map(Bytes),
+        owner_public_key: owner
+            .map(|o| {
+                P256PublicKey::from_bytes(&o).map_err(|_| StoreError::Corrupt("owner_public_key"))
+            })
+            .transpose()?,
+        created_at: to_u64(row.try_get("created_at")?)?,
+    })
+}
+
+const WALLET_COLUMNS: &str = "wallet_id, key_type, public_key, owner_public_key, created_at";
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO import_sessions (session_id, sealed_state, expires_at, created_at, completed_at)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&s.session_id.as_bytes()[..])
+        .bind(&s.sealed_state)
+        .bind(to_i64(s.expires_at)?)
+        .bind(to_i64(s.created_at)?)
+        .bind(s.completed_at.map(to_i64).transpose()?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id: &Id) -> Result<Option<SessionRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT session_id, sealed_state, expires_at, created_at, completed_at
+             FROM import_sessions WHERE session_id = ?",
+        )
+        .bind(&id.as_bytes()[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SessionRecord {
+                session_id: id_of(r.try_get("session_id")?)?,
+                sealed_state: r.try_get("sealed_state")?,
+                expires_at: to_u64(r.try_get("expires_at")?)?,
+                created_at: to_u64(r.try_get("created_at")?)?,
+                completed_at: r
+                    .try_get::<Option<i64>, _>("completed_at")?
+                    .map(to_u64)
+                    .transpose()?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn complete_session(
+        &self,
+        id: &Id,
+        completed_at: u64,
+        w: &WalletRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE import_sessions SET completed_at = ?, wallet_id = ?
+             WHERE session_id = ? AND completed_at IS NULL",
+        )
+        .bind(to_i64(completed_at)?)
+        .bind(&w.wallet_id.as_bytes()[..])
+        .bind(&id.as_bytes()[..])
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM import_sessions WHERE session_id = ?")
+                    .bind(&id.as_bytes()[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            tx.rollback().await?;
+            return Err(match exists {
+                Some(_) => StoreError::SessionAlreadyCompleted,
+                None => StoreError::SessionNotFound,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO wallets (wallet_id, key_type, public_key, owner_public_key, created_at,
+                                  master_key_version, wrapped_key, ciphertext)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&w.wallet_id.as_bytes()[..])
+        .bind(w.key_type.as_str())
+        .bind(w.public_key.as_ref().map(Bytes::as_bytes))
+        .bind(w.owner_public_key.as_ref().map(|k| &k.as_bytes()[..]))
+        .bind(to_i64(w.created_at)?)
+        .bind(i64::from(w.master_key_version))
+        .bind(w.wrapped_key.as_bytes())
+        .bind(w.ciphertext.as_bytes())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn wallet(&self, id: &Id) -> Result<Option<WalletRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {WALLET_COLUMNS}, master_key_version, wrapped_key, ciphertext FROM wallets WHERE wallet_id = ?"
+        ))
+        .bind(&id.as_bytes()[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let m = metadata_of(&r)?;
+            Ok(WalletRecord {
+                wallet_id: m.wallet_id,
+                key_type: m.key_type,
+                public_key: m.public_key,
+                owner_public_key: m.owner_public_key,
+                created_at: m.created_at,
+                master_key_version: u32::try_from(r.try_get::<i64, _>("master_key_version")?)
+                    .map_err(|_| StoreError::Corrupt("master_key_version"))?,
+                wrapped_key: Bytes(r.try_get("wrapped_key")?),
+                ciphertext: Bytes(r.try_get("ciphertext")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn list_wallets(
+        &self,
+        after: Option<&Id>,
+        limit: u32,
+    ) -> Result<Vec<WalletMetadata>, StoreError> {
+        let after = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
+        let rows = sqlx::query(&format!(
+            "SELECT {WALLET_COLUMNS} FROM wallets WHERE wallet_id > ? ORDER BY wallet_id LIMIT ?"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(metadata_of).collect()
+    }
+
+    async fn purge_sessions(&self, expired_before: u64) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM import_sessions WHERE expires_at < ?")
+                .bind(to_i64(expired_before)?)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+}
