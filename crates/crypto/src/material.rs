@@ -97,14 +97,30 @@ impl KeyMaterial {
     /// The plaintext an export carries: `{"v":1,"key_type":"…","private_key":"…"}`
     /// (the owner key is never part of it, PROTOCOL.md "Key material plaintext").
     pub fn to_export_plaintext(&self) -> SecretBytes {
+        self.plaintext(false)
+    }
+
+    /// The plaintext a client seals on import, with `owner_public_key` when
+    /// the wallet is owner-bound (PROTOCOL.md §6).
+    pub fn to_import_plaintext(&self) -> SecretBytes {
+        self.plaintext(true)
+    }
+
+    fn plaintext(&self, with_owner: bool) -> SecretBytes {
         let b64_len = (self.private_key.len() * 4).div_ceil(3);
-        let mut out = SecretBytes::with_capacity(48 + b64_len);
+        let mut out = SecretBytes::with_capacity(48 + b64_len + 112);
         out.extend_from_slice(br#"{"v":1,"key_type":""#);
         out.extend_from_slice(self.key_type.as_str().as_bytes());
         out.extend_from_slice(br#"","private_key":""#);
         let encoded = SecretBytes::new(b64::encode(self.private_key.expose()).into_bytes());
         out.extend_from_slice(encoded.expose());
-        out.extend_from_slice(br#""}"#);
+        out.extend_from_slice(b"\"");
+        if let (true, Some(owner)) = (with_owner, &self.owner_public_key) {
+            out.extend_from_slice(br#","owner_public_key":""#);
+            out.extend_from_slice(b64::encode(owner.as_bytes()).as_bytes());
+            out.extend_from_slice(b"\"");
+        }
+        out.extend_from_slice(b"}");
         out
     }
 

@@ -1,0 +1,34 @@
+//! Command line and environment (DESIGN.md, "Command line").
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// The untrusted public API of the KMS: validates, stores ciphertext, and
+/// relays to the secure environment. It holds no key material.
+#[derive(Debug, Parser)]
+#[command(name = "kms-api", version, about, long_about = None)]
+pub struct Cli {
+    /// Address to listen on; port 0 picks a free port. Put a TLS-terminating
+    /// reverse proxy in front of it for anything but loopback.
+    #[arg(long, env = "KMS_API_LISTEN", default_value = "127.0.0.1:3002")]
+    pub listen: SocketAddr,
+
+    /// Base URL of the secure environment (plain http on a local address).
+    #[arg(
+        long,
+        env = "KMS_SECURE_ENV_URL",
+        default_value = "http://127.0.0.1:3000"
+    )]
+    pub secure_env_url: String,
+
+    /// Directory for kms-api's own data (the SQLite file by default). Created 0700.
+    #[arg(long, env = "KMS_API_DATA_DIR", default_value = "data/kms-api")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: sqlite://PATH. Default: kms.sqlite in the data dir.
+    /// postgres:// is refused until its store exists.
+    #[arg(long, env = "KMS_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
