@@ -1,1 +1,308 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Paths of the three binaries, built once per test process.
+#[derive(Debug)]
+pub struct Binaries {
+    pub secure_environment: PathBuf,
+    pub kms_api: PathBuf,
+    pub client_example: PathBuf,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Builds the binaries (a no-op when they are fresh) and returns their paths.
+pub fn binaries() -> &'static Binaries {
+    static BINS: OnceLock<Binaries> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let root = workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args([
+                "build",
+                "--bin",
+                "secure-environment",
+                "--bin",
+                "kms-api",
+                "--bin",
+                "client-example",
+            ])
+            .status()
+            .expect("cargo build runs");
+        assert!(status.success(), "building the binaries failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|t| if t.is_absolute() { t } else { root.join(t) })
+            .unwrap_or_else(|| root.join("target"));
+        let dir = target.join("debug");
+        Binaries {
+            secure_environment: dir.join("secure-environment"),
+            kms_api: dir.join("kms-api"),
+            client_example: dir.join("client-example"),
+        }
+    })
+}
+
+/// A running server process; killed on drop.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `bin` with `args`, stderr to `log`, and waits for its
+    /// `listening on ADDR` line.
+    pub fn start(bin: &Path, args: &[String], log: &Path) -> Server {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {}
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} did not start; log:\n{}",
+                    bin.display(),
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            });
+        let addr = first
+            .strip_prefix("listening on ")
+            .expect("first line is `listening on ADDR`")
+            .to_owned();
+        Server {
+            child,
+            addr,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the process (SIGKILL: a crash, not a clean shutdown).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Both servers with their data dirs, on free ports.
+#[derive(Debug)]
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub se: Option<Server>,
+    pub api: Option<Server>,
+    se_args: Vec<String>,
+    se_addr: Option<String>,
+}
+
+impl Deployment {
+    pub fn se_data(&self) -> PathBuf {
+        self.dir.path().join("se")
+    }
+
+    pub fn api_data(&self) -> PathBuf {
+        self.dir.path().join("api")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.api_data().join("kms.sqlite")
+    }
+
+    /// Starts both servers; `se_args` are extra secure-environment flags.
+    pub fn start(se_args: &[&str]) -> Deployment {
+        let mut d = Deployment {
+            dir: tempfile::tempdir().unwrap(),
+            se: None,
+            api: None,
+            se_args: se_args.iter().map(|s| (*s).to_owned()).collect(),
+            se_addr: None,
+        };
+        d.start_se();
+        d.start_api();
+        d
+    }
+
+    /// (Re)starts the secure environment, on its previous address if it had one.
+    pub fn start_se(&mut self) {
+        let listen = self
+            .se_addr
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:0".to_owned());
+        let mut args = vec![
+            "--listen".to_owned(),
+            listen,
+            "--data-dir".to_owned(),
+            self.se_data().display().to_string(),
+        ];
+        args.extend(self.se_args.iter().cloned());
+        let log = self.dir.path().join("secure-environment.log");
+        let bin = &binaries().secure_environment;
+        // The old port may linger briefly after a kill; retry the bind.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let server = loop {
+            match std::panic::catch_unwind(|| Server::start(bin, &args, &log)) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => std::panic::resume_unwind(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        self.se_addr = Some(server.addr.clone());
+        self.se = Some(server);
+    }
+
+    /// (Re)starts kms-api on a new free port.
+    pub fn start_api(&mut self) {
+        let se_url = format!(
+            "http://{}",
+            self.se_addr
+                .as_ref()
+                .expect("secure environment started first")
+        );
+        let args = vec![
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--secure-env-url".to_owned(),
+            se_url,
+            "--data-dir".to_owned(),
+            self.api_data().display().to_string(),
+        ];
+        let log = self.dir.path().join("kms-api.log");
+        self.api = Some(Server::start(&binaries().kms_api, &args, &log));
+    }
+
+    pub fn stop_se(&mut self) {
+        if let Some(s) = self.se.take() {
+            s.kill();
+        }
+    }
+
+    pub fn stop_api(&mut self) {
+        if let Some(s) = self.api.take() {
+            s.kill();
+        }
+    }
+
+    pub fn api_url(&self) -> String {
+        self.api.as_ref().expect("kms-api running").url()
+    }
+
+    /// The identity key as the secure environment wrote it for pinning.
+    pub fn identity_text(&self) -> String {
+        std::fs::read_to_string(self.se_data().join("identity.pub")).unwrap()
+    }
+
+    /// An SDK client pinned to this deployment's identity key.
+    pub fn client(&self) -> kms_client::KmsClient {
+        let identity = kms_client::parse_identity_public_key(&self.identity_text()).unwrap();
+        kms_client::KmsClient::new(&self.api_url(), identity).unwrap()
+    }
+
+    /// Everything both servers logged so far.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for f in ["secure-environment.log", "kms-api.log"] {
+            all.push_str(&std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default());
+        }
+        all
+    }
+}
+
+/// A raw HTTP answer: status, headers and JSON body (Null when not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: serde_json::Value,
+}
+
+impl Answer {
+    /// The error code of PROTOCOL.md's error JSON.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or("<no error code>")
+    }
+
+    /// Asserts status and code.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status, self.code()),
+            (status, code),
+            "body: {}",
+            self.body
+        );
+        assert!(self.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+}
+
+/// Sends a raw request (any method, any body bytes).
+pub async fn raw(method: &str, url: &str, body: Option<Vec<u8>>) -> Answer {
+    let client = reqwest::Client::new();
+    let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = resp.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Answer {
+        status,
+        retry_after,
+        body,
+    }
+}
+
+/// POSTs a JSON value.
+pub async fn post_json(url: &str, body: &serde_json::Value) -> Answer {
+    raw("POST", url, Some(serde_json::to_vec(body).unwrap())).await
+}
