@@ -2,6 +2,8 @@
 //! against the real binaries, with its status and code, nothing stored, and
 //! the check order PROTOCOL.md states.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use kms_client::{generate_key_material, KeyType, KmsClient};
 use kms_crypto::hpke::{self, HpkeSecretKey};
 use kms_crypto::labels;

@@ -2,6 +2,8 @@
 //! each process, the secure environment going away and coming back, the
 //! demo binary, and the identity subcommand.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 use std::time::Duration;
 

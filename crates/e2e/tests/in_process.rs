@@ -2,6 +2,8 @@
 //! pattern), with clocks the test moves, so expiry is checked at its exact
 //! boundary without sleeping.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 

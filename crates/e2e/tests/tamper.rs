@@ -3,6 +3,8 @@
 //! secure environment (500 `internal_error`, a generic message) — never
 //! accepted — and single use survives a kms-api restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use kms_client::{generate_key_material, KeyType};
 use kms_e2e::{post_json, Deployment};
 use kms_protocol::{b64, Id};

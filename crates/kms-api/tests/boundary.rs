@@ -5,6 +5,8 @@
 //! along normal (linked) edges only — build scripts and dev-dependencies are
 //! not linked into the binary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::process::Command;

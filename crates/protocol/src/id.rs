@@ -67,7 +67,7 @@ impl Id {
                 b'A'..=b'F' if any_case => c - b'A' + 10,
                 _ => return Err(InvalidId),
             };
-            out[nibbles / 2] |= if nibbles % 2 == 0 { v << 4 } else { v };
+            out[nibbles / 2] |= if nibbles.is_multiple_of(2) { v << 4 } else { v };
             nibbles += 1;
         }
         Ok(Self(out))

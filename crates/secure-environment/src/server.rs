@@ -52,16 +52,31 @@ impl IntoResponse for EnvError {
     }
 }
 
-fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Response> {
+/// A request body that did not parse: its code and message.
+struct Rejected(ErrorCode, String);
+
+impl IntoResponse for Rejected {
+    fn into_response(self) -> Response {
+        error(self.0, &self.1)
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Rejected> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            error(ErrorCode::PayloadTooLarge, "request body too large")
+            Rejected(
+                ErrorCode::PayloadTooLarge,
+                "request body too large".to_owned(),
+            )
         } else {
-            error(ErrorCode::InvalidRequest, "could not read request body")
+            Rejected(
+                ErrorCode::InvalidRequest,
+                "could not read request body".to_owned(),
+            )
         }
     })?;
     serde_json::from_slice(&body)
-        .map_err(|e| error(ErrorCode::InvalidRequest, &format!("invalid request: {e}")))
+        .map_err(|e| Rejected(ErrorCode::InvalidRequest, format!("invalid request: {e}")))
 }
 
 fn reply<T: Serialize>(status: StatusCode, r: Result<T, EnvError>) -> Response {
@@ -85,7 +100,7 @@ async fn start_session(
 ) -> Response {
     let req: StartSession = match parse(body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(rejected) => return rejected.into_response(),
     };
     let r = rt.trusted_env_exec(|env| env.start_session(req.client_nonce.as_ref()));
     if let Ok(s) = &r {
@@ -97,7 +112,7 @@ async fn start_session(
 async fn import(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesRejection>) -> Response {
     let req: Import = match parse(body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(rejected) => return rejected.into_response(),
     };
     let r = rt.trusted_env_exec(|env| env.import(&req));
     if let Ok(i) = &r {
@@ -109,7 +124,7 @@ async fn import(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesReject
 async fn export(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesRejection>) -> Response {
     let req: Export = match parse(body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(rejected) => return rejected.into_response(),
     };
     let r = rt.trusted_env_exec(|env| env.export(&req));
     if r.is_ok() {

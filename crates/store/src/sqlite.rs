@@ -30,6 +30,7 @@ impl SqliteStore {
     /// Opens (creating if missing) the database file at `path` and applies
     /// pending migrations.
     pub async fn open(path: &str) -> Result<Self, StoreError> {
+        create_private(path)?;
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -78,6 +79,33 @@ impl SqliteStore {
         }
         Ok(())
     }
+}
+
+/// Creates the database file 0600 if it does not exist yet; SQLite gives its
+/// WAL and shared-memory files the same mode as the database file.
+fn create_private(path: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.is_empty()
+        || path.starts_with(':')
+        || path.contains('?')
+        || std::path::Path::new(path).exists()
+    {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))
 }
 
 fn to_i64(v: u64) -> Result<i64, StoreError> {
