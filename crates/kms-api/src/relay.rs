@@ -14,6 +14,12 @@ use kms_protocol::{ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+tokio::task_local! {
+    /// The id of the public request being served, passed on to the secure
+    /// environment as `x-request-id` so both logs can be joined.
+    pub static REQUEST_ID: u64;
+}
+
 /// Budget for one call to the secure environment (DESIGN.md, "timeouts").
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -94,6 +100,7 @@ impl SecureEnvClient {
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header(header::CONTENT_TYPE, "application/json")
+            .header("x-request-id", REQUEST_ID.try_with(|id| *id).unwrap_or(0))
             .body(Full::new(body))
             .map_err(|e| RelayError::BadResponse(format!("building request: {e}")))?;
         let exchange = async {

@@ -73,7 +73,10 @@ async fn request_context(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let span = tracing::info_span!("request", request_id = id, %method, %path);
     let started = Instant::now();
-    let work = tracing::Instrument::instrument(next.run(req), span.clone());
+    let work = crate::relay::REQUEST_ID.scope(
+        id,
+        tracing::Instrument::instrument(next.run(req), span.clone()),
+    );
     let mut resp = match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
         Ok(r) => r,
         Err(_) => span.in_scope(|| {

@@ -34,7 +34,23 @@ pub fn app(runtime: SecureRuntime) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_INTERNAL_BODY))
+        .layer(axum::middleware::from_fn(request_span))
         .with_state(runtime)
+}
+
+/// Logs each call under kms-api's request id (`x-request-id`), so one
+/// client request can be followed through both processes' logs.
+async fn request_span(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let span = tracing::info_span!("call", request_id, path = %req.uri().path());
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "done"));
+    resp
 }
 
 fn error(code: ErrorCode, message: &str) -> Response {
