@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use kms_client::{generate_key_material, parse_identity_public_key, KeyType, KmsClient};
+use kms_client::{
+    authorize_export_for, generate_key_material, parse_identity_public_key, ClientError,
+    HpkeSecretKey, KeyType, KmsClient, SigningKey,
+};
+use kms_protocol::ErrorCode;
 
 /// Full import/export round trip through kms-api with the Rust SDK.
 #[derive(Debug, Parser)]
@@ -88,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
         bail!("wallet metadata does not match the receipt");
     }
 
-    let recipient = kms_crypto::hpke::HpkeSecretKey::generate()?;
+    let recipient = HpkeSecretKey::generate()?;
     let exported = kms
         .export(&receipt.wallet_id, &recipient)
         .await
@@ -102,5 +106,53 @@ async fn main() -> anyhow::Result<()> {
         bail!("the exported key differs from the imported one");
     }
     println!("5. opened the export   the {key_type} key came back byte-identical ✔");
+
+    owner_bound_round_trip(&kms, key_type).await
+}
+
+/// PROTOCOL.md §6: a wallet bound to an owner key exports only with the
+/// owner's signature, which the secure environment checks.
+async fn owner_bound_round_trip(kms: &KmsClient, key_type: KeyType) -> anyhow::Result<()> {
+    let owner = SigningKey::generate()?;
+    let material = generate_key_material(key_type)?
+        .with_owner(*owner.public_key())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let receipt = kms
+        .import(&material)
+        .await
+        .context("importing the owner-bound wallet")?;
+    println!(
+        "6. owner-bound import  wallet {} bound to owner key {} — receipt verified",
+        receipt.wallet_id,
+        short(owner.public_key().as_bytes())
+    );
+
+    let recipient = HpkeSecretKey::generate()?;
+    match kms.export(&receipt.wallet_id, &recipient).await {
+        Err(ClientError::Api {
+            status: 401,
+            code: ErrorCode::AuthorizationRequired,
+            ..
+        }) => {
+            println!(
+                "7. export, unsigned    refused with 401 authorization_required, as it must be ✔"
+            );
+        }
+        other => {
+            bail!("an owner-bound export without authorization must be refused, got {other:?}")
+        }
+    }
+    let authorization =
+        authorize_export_for(&owner, &receipt.wallet_id, recipient.public_key(), 120)?;
+    let exported = kms
+        .export_authorized(&receipt.wallet_id, &recipient, Some(authorization))
+        .await
+        .context("exporting with the owner's authorization")?;
+    if !exported.private_key().ct_eq(material.private_key()) {
+        bail!("the owner-bound export differs from the imported key");
+    }
+    println!(
+        "8. export, signed      with the owner's authorization: the key came back byte-identical ✔"
+    );
     Ok(())
 }

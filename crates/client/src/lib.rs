@@ -3,17 +3,19 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kms_crypto::hpke::{self, HpkeSecretKey};
+use kms_crypto::hpke;
 use kms_crypto::{labels, messages, rng, sign};
 use kms_protocol::api::{
-    Attestation, CompleteImport, ExportBundle, ExportWallet, ImportEnvelope, ImportReceipt,
-    StartImportSession, WalletMetadata, WalletPage,
+    Attestation, Authorization, CompleteImport, ExportBundle, ExportWallet, ImportEnvelope,
+    ImportReceipt, StartImportSession, WalletMetadata, WalletPage,
 };
 use kms_protocol::{b64, ErrorBody, ErrorCode, Nonce, P256PublicKey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use kms_crypto::hpke::HpkeSecretKey;
 pub use kms_crypto::material::KeyMaterial;
+pub use kms_crypto::sign::SigningKey;
 pub use kms_crypto::{SecretBytes, SecretKey};
 pub use kms_protocol::{Id, KeyType};
 
@@ -277,16 +279,23 @@ impl KmsClient {
         wallet_id: &Id,
         recipient: &HpkeSecretKey,
     ) -> Result<KeyMaterial, ClientError> {
+        self.export_authorized(wallet_id, recipient, None).await
+    }
+
+    /// [`KmsClient::export`] with the owner's authorization, which an
+    /// owner-bound wallet needs (PROTOCOL.md §6; see [`authorize_export`]).
+    pub async fn export_authorized(
+        &self,
+        wallet_id: &Id,
+        recipient: &HpkeSecretKey,
+        authorization: Option<Authorization>,
+    ) -> Result<KeyMaterial, ClientError> {
         let path = format!("/v1/wallets/{wallet_id}/export");
-        let bundle: ExportBundle = self
-            .post(
-                &path,
-                &ExportWallet {
-                    recipient_public_key: *recipient.public_key(),
-                    authorization: None,
-                },
-            )
-            .await?;
+        let body = ExportWallet {
+            recipient_public_key: *recipient.public_key(),
+            authorization,
+        };
+        let bundle: ExportBundle = self.post(&path, &body).await?;
         self.open_export(wallet_id, recipient, &bundle)
     }
 
@@ -349,6 +358,43 @@ impl KmsClient {
         }
         self.get(&path).await
     }
+}
+
+/// Longest an authorization may run ahead of the secure environment's clock
+/// (PROTOCOL.md §6).
+pub const MAX_AUTHORIZATION_SECONDS: u64 = 300;
+
+/// The owner's signature allowing one export of `wallet_id` to `recipient`
+/// until `expires_at` (PROTOCOL.md §6), with a fresh 32-byte nonce.
+pub fn authorize_export(
+    owner: &SigningKey,
+    wallet_id: &Id,
+    recipient: &P256PublicKey,
+    expires_at: u64,
+) -> Result<Authorization, ClientError> {
+    let nonce = Nonce::from_bytes(&rng::array::<32>(&mut rng::SystemRng)?)
+        .map_err(|_| ClientError::Verification("nonce"))?;
+    let msg = messages::export_request(wallet_id, recipient, expires_at, nonce.as_bytes());
+    Ok(Authorization {
+        expires_at,
+        nonce,
+        signature: owner.sign(&msg)?,
+    })
+}
+
+/// [`authorize_export`] valid for the next `seconds` (at most 300) by the local clock.
+pub fn authorize_export_for(
+    owner: &SigningKey,
+    wallet_id: &Id,
+    recipient: &P256PublicKey,
+    seconds: u64,
+) -> Result<Authorization, ClientError> {
+    authorize_export(
+        owner,
+        wallet_id,
+        recipient,
+        now() + seconds.min(MAX_AUTHORIZATION_SECONDS),
+    )
 }
 
 /// A random private key of `key_type` (a valid scalar for the curve types).

@@ -124,6 +124,11 @@ impl KeyMaterial {
         out
     }
 
+    /// The same material bound to an owner key (PROTOCOL.md §6).
+    pub fn with_owner(self, owner: P256PublicKey) -> Result<Self, InvalidKeyMaterial> {
+        Self::new(self.key_type, self.private_key, Some(owner))
+    }
+
     pub fn key_type(&self) -> KeyType {
         self.key_type
     }

@@ -350,10 +350,10 @@ async fn used_expired_and_undecryptable_sessions() {
         r#"{"v":1,"key_type":"ed25519","private_key":"AQ"}"#.to_owned(),
         format!(r#"{{"v":1,"key_type":"secp256k1","private_key":"{n}"}}"#),
         "not json".to_owned(),
-        // Owner-bound wallets (PROTOCOL.md §6) are refused until enforced.
+        // An owner key that is not a point on P-256.
         format!(
             r#"{{"v":1,"key_type":"raw","private_key":"AQ","owner_public_key":"{}"}}"#,
-            fresh_recipient()
+            off_curve()
         ),
     ] {
         complete(

@@ -175,13 +175,6 @@ impl TrustedEnv<'_> {
         let material = KeyMaterial::from_plaintext(plaintext.expose())
             .map_err(|e| EnvError::InvalidKeyMaterial(e.0))?;
         drop(plaintext);
-        if material.owner_public_key().is_some() {
-            // PROTOCOL.md §6 is not enforced by this build yet; an owner key
-            // must never be stored unenforced.
-            return Err(EnvError::InvalidKeyMaterial(
-                "owner-bound wallets are not supported by this version",
-            ));
-        }
         let public_key = material
             .public_key()
             .map_err(|e| EnvError::InvalidKeyMaterial(e.0))?;
