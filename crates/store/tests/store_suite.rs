@@ -415,7 +415,8 @@ async fn check_concurrent_completions_one_wins(store: Arc<dyn Store>) {
             Err(other) => panic!("a losing completion failed with {other:?}"),
         }
     }
-    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let winner_ids: Vec<Id> = winners.iter().map(|w| w.wallet_id).collect();
+    assert_eq!(winners.len(), 1, "winning wallets: {winner_ids:?}");
     let winner = &winners[0];
     assert_eq!(all_wallets(&*store).await, vec![metadata(winner)]);
     assert_eq!(
