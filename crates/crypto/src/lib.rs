@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aead;
+pub mod audit;
 pub mod envelope;
 pub mod error;
 pub mod hpke;

@@ -14,6 +14,7 @@ pub struct Binaries {
     pub secure_environment: PathBuf,
     pub kms_api: PathBuf,
     pub client_example: PathBuf,
+    pub kms_audit: PathBuf,
 }
 
 fn workspace_root() -> PathBuf {
@@ -39,6 +40,8 @@ pub fn binaries() -> &'static Binaries {
                 "kms-api",
                 "--bin",
                 "client-example",
+                "--bin",
+                "kms-audit",
             ])
             .status()
             .expect("cargo build runs");
@@ -52,6 +55,7 @@ pub fn binaries() -> &'static Binaries {
             secure_environment: dir.join("secure-environment"),
             kms_api: dir.join("kms-api"),
             client_example: dir.join("client-example"),
+            kms_audit: dir.join("kms-audit"),
         }
     })
 }
@@ -207,6 +211,8 @@ impl Deployment {
             se_url,
             "--data-dir".to_owned(),
             self.api_data().display().to_string(),
+            "--audit-sync-interval".to_owned(),
+            "1".to_owned(),
         ];
         let log = self.dir.path().join("kms-api.log");
         self.api = Some(Server::start(&binaries().kms_api, &args, &log));

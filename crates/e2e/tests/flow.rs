@@ -198,7 +198,7 @@ async fn client_example_runs_and_refuses_a_wrong_pin() {
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("pinned"), "{stderr}");
-    // The failed run imported nothing.
+    // The failed run imported nothing (the good run imported two: plain and owner-bound).
     assert_eq!(
         d.client()
             .list_wallets(None, 10)
@@ -206,7 +206,7 @@ async fn client_example_runs_and_refuses_a_wrong_pin() {
             .unwrap()
             .wallets
             .len(),
-        1
+        2
     );
 }
 

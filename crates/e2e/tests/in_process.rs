@@ -17,6 +17,7 @@ use kms_crypto::keyset::KeySet;
 use kms_protocol::api::ImportEnvelope;
 use kms_protocol::internal::Import;
 use kms_protocol::{b64, HpkeCiphertext};
+use secure_environment::audit::AuditLog;
 use secure_environment::SecureRuntime;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -43,12 +44,13 @@ async fn harness() -> Harness {
     let api_clock = Arc::new(AtomicU64::new(T0));
     let keys = KeySet::generate().unwrap();
     let identity = *keys.identity().public_key();
-    let runtime = SecureRuntime::new(keys, TTL, "00".repeat(32), clock(&se_clock));
+    let dir = tempfile::tempdir().unwrap();
+    let audit = AuditLog::open(&dir.path().join("audit.log"), &identity, true).unwrap();
+    let runtime = SecureRuntime::new(keys, audit, TTL, "00".repeat(32), clock(&se_clock));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let se_url = format!("http://{}", listener.local_addr().unwrap());
     let se_app = secure_environment::server::app(runtime.clone());
     tokio::spawn(async move { axum::serve(listener, se_app).await.unwrap() });
-    let dir = tempfile::tempdir().unwrap();
     let store = kms_store::open(&format!(
         "sqlite://{}",
         dir.path().join("kms.sqlite").display()
@@ -196,7 +198,7 @@ async fn the_secure_environment_remembers_completed_sessions() {
         .trusted_env_exec(|env| env.import(&req))
         .unwrap_err();
     assert!(
-        matches!(again, secure_environment::EnvError::SessionUsed),
+        matches!(again.error, secure_environment::EnvError::SessionUsed),
         "{again:?}"
     );
     // Unrelated sessions are unaffected.
@@ -209,8 +211,16 @@ async fn the_secure_environment_remembers_completed_sessions() {
 #[tokio::test]
 async fn the_secure_environment_routes_answer_in_the_error_format() {
     let keys = KeySet::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = AuditLog::open(
+        &dir.path().join("audit.log"),
+        keys.identity().public_key(),
+        true,
+    )
+    .unwrap();
     let runtime = SecureRuntime::new(
         keys,
+        audit,
         TTL,
         String::new(),
         secure_environment::runtime::system_clock(),

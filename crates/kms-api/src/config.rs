@@ -31,4 +31,10 @@ pub struct Cli {
     /// postgres:// is refused until its store exists.
     #[arg(long, env = "KMS_DATABASE_URL")]
     pub database_url: Option<String>,
+
+    /// How often to copy audit records this store missed from the secure
+    /// environment, in seconds.
+    #[arg(long, env = "KMS_AUDIT_SYNC_INTERVAL", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub audit_sync_interval: u64,
 }

@@ -61,9 +61,14 @@ impl From<RelayError> for ApiError {
     fn from(e: RelayError) -> Self {
         match e {
             RelayError::Unavailable(m) => Self::Unavailable(m),
-            RelayError::Refused { code, message } if code.status() < 500 => {
+            RelayError::Refused { code, message, .. } if code.status() < 500 => {
                 Self::Client { code, message }
             }
+            RelayError::Refused {
+                code: ErrorCode::Unavailable,
+                message,
+                ..
+            } => Self::Unavailable(message),
             other => Self::Internal(other.to_string()),
         }
     }

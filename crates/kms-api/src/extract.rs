@@ -71,6 +71,44 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     }
 }
 
+/// Splits a query string, rejecting a known parameter given twice and
+/// ignoring unknown ones (PROTOCOL.md, "Request bodies").
+fn query_params<'a>(
+    query: Option<&str>,
+    known: &[&'a str],
+) -> Result<Vec<(&'a str, String)>, ApiError> {
+    let mut out: Vec<(&'a str, String)> = Vec::new();
+    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if let Some(k) = known.iter().find(|k| **k == name) {
+            if out.iter().any(|(seen, _)| seen == k) {
+                return Err(ApiError::bad_request(format!(
+                    "query parameter {k} given twice"
+                )));
+            }
+            out.push((k, value.into_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// A decimal integer with no sign, at most `max`.
+fn parse_decimal(name: &str, text: &str, min: u64, max: u64) -> Result<u64, ApiError> {
+    let bad = || ApiError::bad_request(format!("{name} must be an integer from {min} to {max}"));
+    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = text.parse().map_err(|_| bad())?;
+    if !(min..=max).contains(&n) {
+        return Err(bad());
+    }
+    Ok(n)
+}
+
+fn parse_limit(text: &str) -> Result<u32, ApiError> {
+    let n = parse_decimal("limit", text, 1, u64::from(LIST_LIMIT_MAX))?;
+    u32::try_from(n).map_err(|_| ApiError::bad_request("limit out of range"))
+}
+
 /// `?limit=N&after=ID` of `GET /v1/wallets` (PROTOCOL.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListQuery {
@@ -82,52 +120,58 @@ impl ListQuery {
     /// Parses a query string: `limit` is 1 to 1000, digits only; `after` an
     /// id; a parameter given twice is rejected; unknown ones are ignored.
     pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
-        let mut limit = None;
-        let mut after = None;
-        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-            match name.as_ref() {
-                "limit" => {
-                    if limit.is_some() {
-                        return Err(ApiError::bad_request("query parameter limit given twice"));
-                    }
-                    limit = Some(parse_limit(&value)?);
-                }
-                "after" => {
-                    if after.is_some() {
-                        return Err(ApiError::bad_request("query parameter after given twice"));
-                    }
-                    after =
+        let mut q = Self {
+            limit: LIST_LIMIT_DEFAULT,
+            after: None,
+        };
+        for (name, value) in query_params(query, &["limit", "after"])? {
+            match name {
+                "limit" => q.limit = parse_limit(&value)?,
+                _ => {
+                    q.after =
                         Some(Id::parse_path(&value).map_err(|_| {
                             ApiError::bad_request("after must be a hyphenated UUID")
-                        })?);
+                        })?)
                 }
-                _ => {}
             }
         }
-        Ok(Self {
-            limit: limit.unwrap_or(LIST_LIMIT_DEFAULT),
-            after,
-        })
+        Ok(q)
     }
-}
-
-fn parse_limit(text: &str) -> Result<u32, ApiError> {
-    let bad = || {
-        ApiError::bad_request(format!(
-            "limit must be an integer from 1 to {LIST_LIMIT_MAX}"
-        ))
-    };
-    if text.is_empty() || text.len() > 10 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let n: u64 = text.parse().map_err(|_| bad())?;
-    if !(1..=u64::from(LIST_LIMIT_MAX)).contains(&n) {
-        return Err(bad());
-    }
-    u32::try_from(n).map_err(|_| bad())
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Self::parse(parts.uri.query())
+    }
+}
+
+/// `?after=SEQ&limit=N` of `GET /v1/audit`: `after` a seq (default 0),
+/// `limit` 1 to 1000 (default 100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub after: u64,
+    pub limit: u32,
+}
+
+impl AuditQuery {
+    pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut q = Self {
+            after: 0,
+            limit: LIST_LIMIT_DEFAULT,
+        };
+        for (name, value) in query_params(query, &["limit", "after"])? {
+            match name {
+                "limit" => q.limit = parse_limit(&value)?,
+                _ => q.after = parse_decimal("after", &value, 0, i64::MAX as u64)?,
+            }
+        }
+        Ok(q)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuditQuery {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {

@@ -77,6 +77,26 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         }
     });
 
+    // Copy audit records this store missed (a crash between the secure
+    // environment writing one and this process storing it).
+    let sync = state.clone();
+    let every = cli.audit_sync_interval;
+    tokio::spawn(async move {
+        let watermark = std::sync::atomic::AtomicU64::new(0);
+        let mut tick = tokio::time::interval(Duration::from_secs(every));
+        loop {
+            tick.tick().await;
+            match kms_api::routes::sync_audit(&sync, &watermark).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    copied = n,
+                    "copied missed audit records from the secure environment"
+                ),
+                Err(e) => tracing::debug!(error = %e, "audit sync skipped"),
+            }
+        }
+    });
+
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;

@@ -10,7 +10,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use kms_protocol::{ErrorBody, ErrorCode};
+use kms_protocol::audit::AuditRecord;
+use kms_protocol::internal::Refusal;
+use kms_protocol::ErrorCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -30,9 +32,14 @@ pub enum RelayError {
     /// Could not connect, or no answer in time.
     #[error("secure environment unreachable: {0}")]
     Unavailable(String),
-    /// The secure environment answered with an error.
+    /// The secure environment answered with an error, with the audit record
+    /// of the refusal when it wrote one.
     #[error("secure environment refused: {code:?}: {message}")]
-    Refused { code: ErrorCode, message: String },
+    Refused {
+        code: ErrorCode,
+        message: String,
+        audit: Option<Box<AuditRecord>>,
+    },
     /// An answer that is not what the internal API promises.
     #[error("bad answer from the secure environment: {0}")]
     BadResponse(String),
@@ -124,10 +131,11 @@ impl SecureEnvClient {
             return serde_json::from_slice(&body)
                 .map_err(|e| RelayError::BadResponse(e.to_string()));
         }
-        match serde_json::from_slice::<ErrorBody>(&body) {
+        match serde_json::from_slice::<Refusal>(&body) {
             Ok(e) => Err(RelayError::Refused {
                 code: e.error.code,
                 message: e.error.message,
+                audit: e.audit.map(Box::new),
             }),
             Err(_) => Err(RelayError::BadResponse(format!(
                 "status {status} without an error body"

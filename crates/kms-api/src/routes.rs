@@ -13,14 +13,16 @@ use kms_protocol::api::{
     Attestation, CompleteImport, ExportBundle, ExportWallet, Health, ImportEnvelope, ImportReceipt,
     StartImportSession, WalletMetadata, WalletPage,
 };
+use kms_protocol::audit::AuditPage;
 use kms_protocol::internal::{
-    self, Export, Identity, Import, Imported, SessionStarted, StartSession,
+    self, Export, Exported, Identity, Import, Imported, SessionStarted, StartSession,
 };
 use kms_protocol::{ErrorCode, MAX_BODY_BYTES};
 use kms_store::SessionRecord;
 
 use crate::error::error_response;
-use crate::extract::{JsonBody, ListQuery, PathId};
+use crate::extract::{AuditQuery, JsonBody, ListQuery, PathId};
+use crate::relay::RelayError;
 use crate::{ApiError, AppState};
 
 /// Budget for a whole client request (DESIGN.md, "timeouts").
@@ -39,6 +41,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/wallets", get(list_wallets))
         .route("/v1/wallets/{wallet_id}", get(wallet))
         .route("/v1/wallets/{wallet_id}/export", post(export_wallet))
+        .route("/v1/audit", get(audit))
         .fallback(|| async { error_response(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             error_response(
@@ -116,29 +119,50 @@ async fn attestation(State(s): State<AppState>) -> Result<Json<Attestation>, Api
     }))
 }
 
+/// Calls the secure environment. A refusal it recorded in the audit log is
+/// stored here before it is answered; if that fails, the answer is 503
+/// (fail closed: nothing leaves without its record stored).
+async fn relay<Q: serde::Serialize, R: serde::de::DeserializeOwned>(
+    s: &AppState,
+    path: &str,
+    body: &Q,
+) -> Result<R, ApiError> {
+    match s.env.post(path, body).await {
+        Ok(r) => Ok(r),
+        Err(RelayError::Refused {
+            code,
+            message,
+            audit: Some(audit),
+        }) => {
+            s.store.insert_audit(&audit).await?;
+            Err(RelayError::Refused {
+                code,
+                message,
+                audit: None,
+            }
+            .into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn start_import_session(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<StartImportSession>,
 ) -> Result<(StatusCode, Json<ImportEnvelope>), ApiError> {
-    let started: SessionStarted = s
-        .env
-        .post(
-            internal::PATH_SESSIONS,
-            &StartSession {
-                client_nonce: req.client_nonce,
-            },
-        )
-        .await?;
+    let start = StartSession {
+        client_nonce: req.client_nonce,
+    };
+    let started: SessionStarted = relay(&s, internal::PATH_SESSIONS, &start).await?;
     let e = started.envelope;
-    s.store
-        .insert_session(&SessionRecord {
-            session_id: e.session_id,
-            sealed_state: started.sealed_state.0,
-            expires_at: e.expires_at,
-            created_at: s.now(),
-            completed_at: None,
-        })
-        .await?;
+    let session = SessionRecord {
+        session_id: e.session_id,
+        sealed_state: started.sealed_state.0,
+        expires_at: e.expires_at,
+        created_at: s.now(),
+        completed_at: None,
+    };
+    s.store.insert_session(&session, &started.audit).await?;
     tracing::info!(session_id = %e.session_id, expires_at = e.expires_at, "import session started");
     Ok((StatusCode::CREATED, Json(e)))
 }
@@ -165,26 +189,28 @@ async fn complete_import(
             "import session expired",
         ));
     }
-    let imported: Imported = s
-        .env
-        .post(
-            internal::PATH_IMPORT,
-            &Import {
-                session_id,
-                expires_at: session.expires_at,
-                sealed_state: kms_protocol::Bytes(session.sealed_state),
-                encrypted_key: req.encrypted_key,
-            },
-        )
-        .await?;
+    let import = Import {
+        session_id,
+        expires_at: session.expires_at,
+        sealed_state: kms_protocol::Bytes(session.sealed_state),
+        encrypted_key: req.encrypted_key,
+    };
+    let imported: Imported = relay(&s, internal::PATH_IMPORT, &import).await?;
     if imported.record.wallet_id != imported.receipt.wallet_id {
         return Err(ApiError::Internal(
             "secure environment returned mismatched wallet ids".to_owned(),
         ));
     }
-    s.store
-        .complete_session(&session_id, s.now(), &imported.record)
-        .await?;
+    let stored = s
+        .store
+        .complete_session(&session_id, s.now(), &imported.record, &imported.audit)
+        .await;
+    if let Err(kms_store::StoreError::SessionAlreadyCompleted) = &stored {
+        // Another kms-api instance completed it first; the secure
+        // environment's record of this import still belongs in the log.
+        s.store.insert_audit(&imported.audit).await?;
+    }
+    stored?;
     tracing::info!(%session_id, wallet_id = %imported.receipt.wallet_id, key_type = %imported.receipt.key_type, "wallet imported");
     Ok((StatusCode::CREATED, Json(imported.receipt)))
 }
@@ -232,22 +258,62 @@ async fn export_wallet(
         .wallet(&wallet_id)
         .await?
         .ok_or_else(|| ApiError::client(ErrorCode::NotFound, "no such wallet"))?;
-    let bundle: ExportBundle = s
-        .env
-        .post(
-            internal::PATH_EXPORT,
-            &Export {
-                record,
-                recipient_public_key: req.recipient_public_key,
-                authorization: req.authorization,
-            },
-        )
-        .await?;
+    let export = Export {
+        record,
+        recipient_public_key: req.recipient_public_key,
+        authorization: req.authorization,
+    };
+    let exported: Exported = relay(&s, internal::PATH_EXPORT, &export).await?;
+    let bundle = exported.bundle;
     if bundle.wallet_id != wallet_id || bundle.recipient_public_key != req.recipient_public_key {
         return Err(ApiError::Internal(
             "secure environment returned a bundle for another request".to_owned(),
         ));
     }
+    // Fail closed: the ciphertext leaves only once its record is stored.
+    s.store.insert_audit(&exported.audit).await?;
     tracing::info!(%wallet_id, "wallet exported");
     Ok(Json(bundle))
+}
+
+/// `GET /v1/audit?after=SEQ&limit=N`: the signed audit chain, in seq order.
+async fn audit(State(s): State<AppState>, q: AuditQuery) -> Result<Json<AuditPage>, ApiError> {
+    let mut records = s.store.audit_page(q.after, q.limit + 1).await?;
+    let more = records.len() > q.limit as usize;
+    records.truncate(q.limit as usize);
+    let next = if more {
+        records.last().map(|r| r.seq)
+    } else {
+        None
+    };
+    Ok(Json(AuditPage { records, next }))
+}
+
+/// Copies audit records kms-api missed (a crash between the secure
+/// environment writing a record and kms-api storing it) from the secure
+/// environment, from the first gap on. Returns how many were copied.
+pub async fn sync_audit(
+    s: &AppState,
+    watermark: &std::sync::atomic::AtomicU64,
+) -> Result<u64, ApiError> {
+    let mut copied = 0;
+    loop {
+        let from = s
+            .store
+            .audit_contiguous_from(watermark.load(Ordering::Relaxed))
+            .await?;
+        watermark.store(from, Ordering::Relaxed);
+        let page: AuditPage = s
+            .env
+            .get(&format!("{}?after={from}&limit=1000", internal::PATH_AUDIT))
+            .await?;
+        let fetched = page.records.len();
+        for r in &page.records {
+            s.store.insert_audit(r).await?;
+        }
+        copied += fetched as u64;
+        if page.next.is_none() || fetched == 0 {
+            return Ok(copied);
+        }
+    }
 }

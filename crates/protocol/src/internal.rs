@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Authorization, ImportEnvelope, ImportReceipt};
+use crate::api::{Authorization, ExportBundle, ImportEnvelope, ImportReceipt};
+use crate::audit::AuditRecord;
+use crate::error::ErrorDetail;
 use crate::{Bytes, HpkeCiphertext, Id, KeyType, Nonce, P256PublicKey};
 
 pub const PATH_HEALTH: &str = "/internal/v1/health";
@@ -16,6 +18,8 @@ pub const PATH_IDENTITY: &str = "/internal/v1/identity";
 pub const PATH_SESSIONS: &str = "/internal/v1/import-sessions";
 pub const PATH_IMPORT: &str = "/internal/v1/import";
 pub const PATH_EXPORT: &str = "/internal/v1/export";
+/// `GET /internal/v1/audit?after=SEQ&limit=N` → [`crate::audit::AuditPage`].
+pub const PATH_AUDIT: &str = "/internal/v1/audit";
 
 /// `GET /internal/v1/identity`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +42,8 @@ pub struct SessionStarted {
     /// The session's private key sealed under the master key, bound to
     /// `session_id` and `expires_at`.
     pub sealed_state: Bytes,
+    /// The audit record of this session's start.
+    pub audit: AuditRecord,
 }
 
 /// `POST /internal/v1/import`.
@@ -69,6 +75,24 @@ pub struct WalletRecord {
 pub struct Imported {
     pub receipt: ImportReceipt,
     pub record: WalletRecord,
+    pub audit: AuditRecord,
+}
+
+/// Reply to [`Export`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exported {
+    pub bundle: ExportBundle,
+    pub audit: AuditRecord,
+}
+
+/// An error from the secure environment: PROTOCOL.md's error object and,
+/// when the refusal was recorded, its audit record, which kms-api must
+/// store before it answers (fail closed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub error: ErrorDetail,
+    #[serde(default)]
+    pub audit: Option<AuditRecord>,
 }
 
 /// `POST /internal/v1/export`.

@@ -35,6 +35,9 @@ pub enum EnvError {
     /// The crypto backend failed on valid input (500).
     #[error("crypto failure: {0}")]
     Crypto(#[from] CryptoError),
+    /// The audit record could not be written, so the result is withheld (503).
+    #[error("audit log unavailable: {0}")]
+    AuditUnavailable(#[from] crate::audit::AuditLogError),
 }
 
 impl EnvError {
@@ -48,6 +51,7 @@ impl EnvError {
             Self::DecryptionFailed => ErrorCode::DecryptionFailed,
             Self::InvalidKeyMaterial(_) => ErrorCode::InvalidKeyMaterial,
             Self::StoredRecord(_) | Self::Crypto(_) => ErrorCode::InternalError,
+            Self::AuditUnavailable(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -67,6 +71,7 @@ impl EnvError {
             Self::DecryptionFailed => "encrypted_key does not open",
             Self::InvalidKeyMaterial(_) => "the plaintext is not valid key material",
             Self::StoredRecord(_) | Self::Crypto(_) => "internal error",
+            Self::AuditUnavailable(_) => "the audit log cannot be written; retry shortly",
         }
     }
 }

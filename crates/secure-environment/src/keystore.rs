@@ -60,6 +60,10 @@ pub struct Loaded {
     pub created: bool,
     /// Whether the root key file sits in the data dir (development only).
     pub root_key_in_data_dir: bool,
+    /// The data dir's creation lock, held until this value is dropped, so
+    /// whoever created the key set also writes its first audit record
+    /// before anyone else opens it.
+    pub lock: File,
 }
 
 /// Opens the key set in `data_dir`, creating it (and a root key file, if
@@ -126,11 +130,11 @@ pub fn load_or_create(
     if fs::read_to_string(&identity_path).ok().as_deref() != Some(line.as_str()) {
         write_atomic(&identity_path, line.as_bytes())?;
     }
-    drop(lock);
     Ok(Loaded {
         keys,
         created,
         root_key_in_data_dir,
+        lock,
     })
 }
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod hardening;

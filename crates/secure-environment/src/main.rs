@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use kms_protocol::audit::{AuditEntry, AuditEvent};
 use kms_protocol::b64;
+use secure_environment::audit::{AuditLog, AUDIT_FILE};
 use secure_environment::config::{Cli, Command};
 use secure_environment::runtime::system_clock;
 use secure_environment::{hardening, keystore, server, SecureRuntime};
@@ -49,8 +51,47 @@ fn load(cli: &Cli) -> anyhow::Result<keystore::Loaded> {
     Ok(loaded)
 }
 
+/// The runtime over a loaded key set and its audit log; records the key
+/// set's creation, or (when `opened`) that it was opened.
+fn runtime(
+    cli: &Cli,
+    loaded: keystore::Loaded,
+    measurement: String,
+    opened: bool,
+) -> anyhow::Result<SecureRuntime> {
+    let identity = *loaded.keys.identity().public_key();
+    let audit = AuditLog::open(&cli.data_dir.join(AUDIT_FILE), &identity, loaded.created)?;
+    let created = loaded.created;
+    let lock = loaded.lock;
+    let runtime = SecureRuntime::new(
+        loaded.keys,
+        audit,
+        cli.session_ttl,
+        measurement,
+        system_clock(),
+    );
+    let event = match (created, opened) {
+        (true, _) => Some(AuditEvent::KeysetCreated),
+        (false, true) => Some(AuditEvent::KeysetOpened),
+        (false, false) => None,
+    };
+    if let Some(event) = event {
+        runtime
+            .trusted_env_exec(|env| env.record(AuditEntry::new(event, "ok")))
+            .context("writing the audit record of the key set")?;
+    }
+    drop(lock);
+    Ok(runtime)
+}
+
 fn print_identity(cli: &Cli) -> anyhow::Result<()> {
     let loaded = load(cli)?;
+    if loaded.created {
+        // Only a new key set needs its creation recorded; otherwise the audit
+        // log (which a running server holds locked) is left alone.
+        runtime(cli, loaded, String::new(), false)?;
+        return print_identity(cli);
+    }
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -77,7 +118,7 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         core_dumps_disabled = hardening::core_dumps_disabled(),
         "key set open"
     );
-    let runtime = SecureRuntime::new(loaded.keys, cli.session_ttl, measurement, system_clock());
+    let runtime = runtime(&cli, loaded, measurement, true)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

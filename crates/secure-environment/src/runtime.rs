@@ -7,16 +7,29 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use kms_crypto::audit::{fingerprint, seal_record};
 use kms_crypto::envelope;
 use kms_crypto::hpke::{self, HpkeSecretKey};
 use kms_crypto::keyset::KeySet;
 use kms_crypto::material::KeyMaterial;
 use kms_crypto::{labels, messages, rng, sign};
 use kms_protocol::api::{ExportBundle, HpkeSuite, ImportEnvelope, ImportReceipt, SessionProof};
-use kms_protocol::internal::{Export, Identity, Import, Imported, SessionStarted, WalletRecord};
-use kms_protocol::{Bytes, Id, Nonce};
+use kms_protocol::audit::{AuditEntry, AuditEvent, AuditRecord};
+use kms_protocol::internal::{
+    Export, Exported, Identity, Import, Imported, SessionStarted, WalletRecord,
+};
+use kms_protocol::{Bytes, Id, Nonce, P256PublicKey};
 
+use crate::audit::AuditLog;
 use crate::EnvError;
+
+/// A refused operation and the audit record of the refusal (when it could
+/// be written), which kms-api stores before it answers.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: EnvError,
+    pub audit: Option<AuditRecord>,
+}
 
 /// Seconds since the Unix epoch; injectable so tests can move time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -39,6 +52,7 @@ pub const PROVIDER: &str = "software";
 
 struct Trusted {
     keys: Box<KeySet>,
+    audit: AuditLog,
     /// Completed session ids and when they expire; forgotten after that.
     completed: Mutex<HashMap<Id, u64>>,
     session_ttl: u64,
@@ -64,7 +78,13 @@ impl std::fmt::Debug for SecureRuntime {
 impl SecureRuntime {
     /// Takes ownership of the key set and locks its memory. A failed `mlock`
     /// is a loud warning, not a refusal to start (DESIGN.md, "Decisions").
-    pub fn new(keys: KeySet, session_ttl: u64, measurement: String, clock: Clock) -> Self {
+    pub fn new(
+        keys: KeySet,
+        audit: AuditLog,
+        session_ttl: u64,
+        measurement: String,
+        clock: Clock,
+    ) -> Self {
         let keys = Box::new(keys);
         for region in keys.secret_regions() {
             if let Err(e) = crate::hardening::lock_memory(region) {
@@ -74,6 +94,7 @@ impl SecureRuntime {
         Self {
             inner: Arc::new(Trusted {
                 keys,
+                audit,
                 completed: Mutex::new(HashMap::new()),
                 session_ttl,
                 measurement,
@@ -119,7 +140,10 @@ impl TrustedEnv<'_> {
 
     /// Starts an import session (PROTOCOL.md §2): a fresh HPKE key pair, its
     /// proof under the identity key, and its private key sealed for kms-api.
-    pub fn start_session(&self, client_nonce: Option<&Nonce>) -> Result<SessionStarted, EnvError> {
+    fn start_session_inner(
+        &self,
+        client_nonce: Option<&Nonce>,
+    ) -> Result<(ImportEnvelope, Bytes), EnvError> {
         let session_id = self.new_id()?;
         let sk = HpkeSecretKey::generate()?;
         let expires_at = self.now().saturating_add(self.t.session_ttl);
@@ -131,8 +155,8 @@ impl TrustedEnv<'_> {
         );
         let identity = self.t.keys.identity();
         let sealed_state = envelope::seal_session(&self.t.keys, &session_id, expires_at, &sk)?;
-        Ok(SessionStarted {
-            envelope: ImportEnvelope {
+        Ok((
+            ImportEnvelope {
                 session_id,
                 session_public_key: *sk.public_key(),
                 expires_at,
@@ -142,8 +166,8 @@ impl TrustedEnv<'_> {
                     signature: identity.sign(&proof)?,
                 },
             },
-            sealed_state: Bytes(sealed_state),
-        })
+            Bytes(sealed_state),
+        ))
     }
 
     /// Completes an import (PROTOCOL.md §3). Checks, in order: the sealed
@@ -152,7 +176,7 @@ impl TrustedEnv<'_> {
     /// (422 `decryption_failed`), the plaintext is key material (422
     /// `invalid_key_material`). Only then is the session marked completed, so
     /// a 422 leaves it usable.
-    pub fn import(&self, req: &Import) -> Result<Imported, EnvError> {
+    fn import_inner(&self, req: &Import) -> Result<(ImportReceipt, WalletRecord), EnvError> {
         let sk = envelope::open_session(
             &self.t.keys,
             &req.session_id,
@@ -192,8 +216,8 @@ impl TrustedEnv<'_> {
         self.mark_completed(req.session_id, req.expires_at, now)?;
         let public_key = public_key.map(Bytes);
         let owner_public_key = material.owner_public_key().copied();
-        Ok(Imported {
-            receipt: ImportReceipt {
+        Ok((
+            ImportReceipt {
                 wallet_id,
                 key_type: material.key_type(),
                 public_key: public_key.clone(),
@@ -201,7 +225,7 @@ impl TrustedEnv<'_> {
                 created_at: now,
                 signature,
             },
-            record: WalletRecord {
+            WalletRecord {
                 wallet_id,
                 key_type: material.key_type(),
                 public_key,
@@ -211,13 +235,18 @@ impl TrustedEnv<'_> {
                 wrapped_key: Bytes(sealed.wrapped_key),
                 ciphertext: Bytes(sealed.ciphertext),
             },
-        })
+        ))
     }
 
     fn is_completed(&self, id: &Id, now: u64) -> bool {
         let mut done = self.t.completed.lock().unwrap_or_else(|p| p.into_inner());
         done.retain(|_, exp| *exp > now);
         done.contains_key(id)
+    }
+
+    fn unmark_completed(&self, id: &Id) {
+        let mut done = self.t.completed.lock().unwrap_or_else(|p| p.into_inner());
+        done.remove(id);
     }
 
     fn mark_completed(&self, id: Id, expires_at: u64, now: u64) -> Result<(), EnvError> {
@@ -234,7 +263,11 @@ impl TrustedEnv<'_> {
     /// Checks, in order: the recipient key is on the curve (400), the stored
     /// record opens (else 500), the owner's authorization for an owner-bound
     /// wallet (401/403, §6).
-    pub fn export(&self, req: &Export) -> Result<ExportBundle, EnvError> {
+    fn export_inner(
+        &self,
+        req: &Export,
+        owner_seen: &mut Option<P256PublicKey>,
+    ) -> Result<ExportBundle, EnvError> {
         sign::check_point(&req.recipient_public_key).map_err(|_| EnvError::InvalidPublicKey)?;
         let r = &req.record;
         let material = envelope::open_wallet(
@@ -244,6 +277,7 @@ impl TrustedEnv<'_> {
             r.wrapped_key.as_bytes(),
             r.ciphertext.as_bytes(),
         )?;
+        *owner_seen = material.owner_public_key().copied();
         if let Some(owner) = material.owner_public_key() {
             let auth = req
                 .authorization
@@ -283,5 +317,106 @@ impl TrustedEnv<'_> {
             encrypted_key,
             signature: self.t.keys.identity().sign(&msg)?,
         })
+    }
+
+    /// Appends an audit record, numbered, chained and signed with the identity key.
+    pub fn record(&self, entry: AuditEntry) -> Result<AuditRecord, EnvError> {
+        let identity = self.t.keys.identity();
+        let time = self.now();
+        Ok(self
+            .t
+            .audit
+            .append(|seq, prev| seal_record(identity, seq, time, prev, entry))?)
+    }
+
+    /// Up to `limit` audit records after `after`.
+    pub fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, EnvError> {
+        Ok(self.t.audit.read(after, limit)?)
+    }
+
+    /// Records a refusal; if even that cannot be written, the refusal
+    /// becomes a 503 (the caller learns nothing it should not).
+    fn refuse(&self, error: EnvError, entry: AuditEntry) -> Refused {
+        match self.record(entry) {
+            Ok(audit) => Refused {
+                error,
+                audit: Some(audit),
+            },
+            Err(e) => Refused {
+                error: e,
+                audit: None,
+            },
+        }
+    }
+
+    /// Starts an import session (PROTOCOL.md §2), audited.
+    pub fn start_session(&self, client_nonce: Option<&Nonce>) -> Result<SessionStarted, Refused> {
+        let (envelope, sealed_state) = self
+            .start_session_inner(client_nonce)
+            .map_err(|error| Refused { error, audit: None })?;
+        let mut entry = AuditEntry::new(AuditEvent::ImportSessionStarted, "ok");
+        entry.session_id = Some(envelope.session_id);
+        let audit = self
+            .record(entry)
+            .map_err(|error| Refused { error, audit: None })?;
+        Ok(SessionStarted {
+            envelope,
+            sealed_state,
+            audit,
+        })
+    }
+
+    /// Completes an import (PROTOCOL.md §3), audited whether it succeeds or
+    /// is refused. If the record cannot be written the import is undone
+    /// (the session stays usable) and nothing is returned.
+    pub fn import(&self, req: &Import) -> Result<Imported, Refused> {
+        let mut entry = AuditEntry::new(AuditEvent::Import, "ok");
+        entry.session_id = Some(req.session_id);
+        match self.import_inner(req) {
+            Ok((receipt, record)) => {
+                entry.wallet_id = Some(receipt.wallet_id);
+                entry.key_type = Some(receipt.key_type);
+                entry.owner_fingerprint = receipt.owner_public_key.as_ref().map(fingerprint);
+                match self.record(entry) {
+                    Ok(audit) => Ok(Imported {
+                        receipt,
+                        record,
+                        audit,
+                    }),
+                    Err(error) => {
+                        self.unmark_completed(&req.session_id);
+                        Err(Refused { error, audit: None })
+                    }
+                }
+            }
+            Err(error) => {
+                entry.outcome = error.code().as_str().to_owned();
+                Err(self.refuse(error, entry))
+            }
+        }
+    }
+
+    /// Exports a wallet (PROTOCOL.md §4, §6), audited whether granted or
+    /// refused. The ciphertext is returned only once its record is written.
+    pub fn export(&self, req: &Export) -> Result<Exported, Refused> {
+        let mut owner = None;
+        let result = self.export_inner(req, &mut owner);
+        let mut entry = AuditEntry::new(AuditEvent::Export, "ok");
+        entry.wallet_id = Some(req.record.wallet_id);
+        entry.key_type = Some(req.record.key_type);
+        entry.recipient_fingerprint = Some(fingerprint(&req.recipient_public_key));
+        entry.owner_fingerprint = owner.as_ref().map(fingerprint);
+        match result {
+            Ok(bundle) => {
+                let audit = self
+                    .record(entry)
+                    .map_err(|error| Refused { error, audit: None })?;
+                Ok(Exported { bundle, audit })
+            }
+            Err(error) => {
+                entry.outcome = error.code().as_str().to_owned();
+                Err(self.refuse(error, entry))
+            }
+        }
     }
 }

@@ -7,11 +7,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kms_protocol::internal::{self, Export, Import, StartSession};
+use kms_protocol::audit::AuditPage;
+use kms_protocol::error::ErrorDetail;
+use kms_protocol::internal::{self, Export, Import, Refusal, StartSession};
 use kms_protocol::{ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::runtime::Refused;
 use crate::{EnvError, SecureRuntime};
 
 /// Largest internal request: a public request (64 KiB) re-encoded with the
@@ -26,6 +29,7 @@ pub fn app(runtime: SecureRuntime) -> Router {
         .route(internal::PATH_SESSIONS, post(start_session))
         .route(internal::PATH_IMPORT, post(import))
         .route(internal::PATH_EXPORT, post(export))
+        .route(internal::PATH_AUDIT, get(audit))
         .fallback(|| async { error(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -95,9 +99,57 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
         .map_err(|e| Rejected(ErrorCode::InvalidRequest, format!("invalid request: {e}")))
 }
 
-fn reply<T: Serialize>(status: StatusCode, r: Result<T, EnvError>) -> Response {
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let code = self.error.code();
+        match code {
+            ErrorCode::InternalError | ErrorCode::Unavailable => {
+                tracing::error!(error = %self.error, "operation failed")
+            }
+            _ => tracing::info!(code = code.as_str(), reason = %self.error, "request refused"),
+        }
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = Refusal {
+            error: ErrorDetail {
+                code,
+                message: self.error.public_message().to_owned(),
+            },
+            audit: self.audit,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+fn reply<T: Serialize>(status: StatusCode, r: Result<T, Refused>) -> Response {
     match r {
         Ok(v) => (status, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /internal/v1/audit?after=SEQ&limit=N`: kms-api copies records it
+/// missed from here.
+async fn audit(
+    State(rt): State<SecureRuntime>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let after = q
+        .get("after")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let limit = q
+        .get("limit")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1000)
+        .clamp(1, 1000);
+    match rt.trusted_env_exec(|env| env.audit_records(after, limit)) {
+        Ok(records) => {
+            let next = (records.len() == limit)
+                .then(|| records.last().map(|r| r.seq))
+                .flatten();
+            Json(AuditPage { records, next }).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }

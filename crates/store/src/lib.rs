@@ -6,6 +6,7 @@ mod sqlite;
 use std::sync::Arc;
 
 use kms_protocol::api::WalletMetadata;
+use kms_protocol::audit::AuditRecord;
 use kms_protocol::internal::WalletRecord;
 use kms_protocol::Id;
 
@@ -55,20 +56,27 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Records a new import session.
-    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// Records a new import session and the audit record of its start, in
+    /// one transaction.
+    async fn insert_session(
+        &self,
+        session: &SessionRecord,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
 
     /// The session with this id, if any.
     async fn session(&self, id: &Id) -> Result<Option<SessionRecord>, StoreError>;
 
-    /// Atomically marks the session completed at `completed_at` and stores
-    /// its wallet. Fails with [`StoreError::SessionAlreadyCompleted`] (and
-    /// stores nothing) if it had completed already.
+    /// Atomically marks the session completed at `completed_at`, stores its
+    /// wallet and the import's audit record. Fails with
+    /// [`StoreError::SessionAlreadyCompleted`] (and stores nothing) if it had
+    /// completed already.
     async fn complete_session(
         &self,
         id: &Id,
         completed_at: u64,
         wallet: &WalletRecord,
+        audit: &AuditRecord,
     ) -> Result<(), StoreError>;
 
     /// The wallet with this id, with its sealed blobs.
@@ -81,6 +89,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         after: Option<&Id>,
         limit: u32,
     ) -> Result<Vec<WalletMetadata>, StoreError>;
+
+    /// Stores an audit record. Storing one that is already there is a no-op;
+    /// a different record under the same seq is [`StoreError::Corrupt`].
+    async fn insert_audit(&self, audit: &AuditRecord) -> Result<(), StoreError>;
+
+    /// Up to `limit` audit records with seq greater than `after`, in order.
+    async fn audit_page(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// The largest seq `s >= from` such that every record in `from+1..=s` is
+    /// stored (`from` itself when `from+1` is missing): where copying missed
+    /// records from the secure environment must resume.
+    async fn audit_contiguous_from(&self, from: u64) -> Result<u64, StoreError>;
 
     /// Deletes sessions that expired before `expired_before`, completed or
     /// not; returns how many.

@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use kms_protocol::api::WalletMetadata;
+use kms_protocol::audit::AuditRecord;
 use kms_protocol::internal::WalletRecord;
 use kms_protocol::{Bytes, Id, KeyType, P256PublicKey};
 use sqlx::sqlite::{
@@ -14,11 +15,18 @@ use sqlx::{Row, SqlitePool};
 use crate::{SessionRecord, Store, StoreError};
 
 /// The migrations, in order; each runs once, in its own transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "audit",
+        include_str!("../migrations/sqlite/0002_audit.sql"),
+    ),
+];
 
 /// A [`Store`] in one SQLite file.
 #[derive(Debug, Clone)]
@@ -139,6 +147,36 @@ fn metadata_of(row: &SqliteRow) -> Result<WalletMetadata, StoreError> {
     })
 }
 
+/// Inserts an audit record inside `tx`; the same record twice is a no-op,
+/// a different one under the same seq is refused.
+async fn insert_audit_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    audit: &AuditRecord,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_string(audit).map_err(|_| StoreError::Corrupt("audit record"))?;
+    let seq = to_i64(audit.seq)?;
+    let inserted = sqlx::query(
+        "INSERT INTO audit_records (seq, record) VALUES (?, ?) ON CONFLICT (seq) DO NOTHING",
+    )
+    .bind(seq)
+    .bind(&json)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        let existing: String = sqlx::query_scalar("SELECT record FROM audit_records WHERE seq = ?")
+            .bind(seq)
+            .fetch_one(&mut **tx)
+            .await?;
+        if existing != json {
+            return Err(StoreError::Corrupt(
+                "a different audit record is stored under this seq",
+            ));
+        }
+    }
+    Ok(())
+}
+
 const WALLET_COLUMNS: &str = "wallet_id, key_type, public_key, owner_public_key, created_at";
 
 #[async_trait::async_trait]
@@ -148,7 +186,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+    async fn insert_session(
+        &self,
+        s: &SessionRecord,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO import_sessions (session_id, sealed_state, expires_at, created_at, completed_at)
              VALUES (?, ?, ?, ?, ?)",
@@ -158,8 +201,10 @@ impl Store for SqliteStore {
         .bind(to_i64(s.expires_at)?)
         .bind(to_i64(s.created_at)?)
         .bind(s.completed_at.map(to_i64).transpose()?)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        insert_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -191,6 +236,7 @@ impl Store for SqliteStore {
         id: &Id,
         completed_at: u64,
         w: &WalletRecord,
+        audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
@@ -230,8 +276,47 @@ impl Store for SqliteStore {
         .bind(w.ciphertext.as_bytes())
         .execute(&mut *tx)
         .await?;
+        insert_audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn insert_audit(&self, audit: &AuditRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_page(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT record FROM audit_records WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(to_i64(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| serde_json::from_str(r).map_err(|_| StoreError::Corrupt("audit record")))
+            .collect()
+    }
+
+    async fn audit_contiguous_from(&self, from: u64) -> Result<u64, StoreError> {
+        let next: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_records WHERE seq = ?")
+            .bind(to_i64(from + 1)?)
+            .fetch_optional(&self.pool)
+            .await?;
+        if next.is_none() {
+            return Ok(from);
+        }
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(a.seq) FROM audit_records a WHERE a.seq > ?
+               AND NOT EXISTS (SELECT 1 FROM audit_records b WHERE b.seq = a.seq + 1)",
+        )
+        .bind(to_i64(from)?)
+        .fetch_one(&self.pool)
+        .await?;
+        last.map(to_u64).transpose().map(|l| l.unwrap_or(from))
     }
 
     async fn wallet(&self, id: &Id) -> Result<Option<WalletRecord>, StoreError> {

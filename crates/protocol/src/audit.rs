@@ -1,0 +1,270 @@
+//! Audit records: what the secure environment did, signed with its identity
+//! key and chained by hash, so deleting, reordering or changing any record
+//! is detectable offline (`docs/audit-log.md`).
+//!
+//! The signed body of a record (format v1):
+//! ```text
+//! "kms/audit-record/v1" ‖ 0x00 ‖ u64be(seq) ‖ u64be(time) ‖ prev_hash[32]
+//!   ‖ u8(len(event)) ‖ event ‖ u8(len(outcome)) ‖ outcome
+//!   ‖ u8(len(session_id)) ‖ session_id ‖ u8(len(wallet_id)) ‖ wallet_id
+//!   ‖ u8(len(key_type)) ‖ key_type
+//!   ‖ u8(len(recipient_fingerprint)) ‖ recipient_fingerprint
+//!   ‖ u8(len(owner_fingerprint)) ‖ owner_fingerprint
+//! ```
+//! An absent field has length 0; ids are 16 bytes, fingerprints 32
+//! (SHA-256 of the 65-byte public key). `signature` is the identity key's
+//! ECDSA P-256 / SHA-256 signature (P1363) over the body; the record's hash
+//! is `SHA-256(body ‖ signature)`, and the next record carries it as
+//! `prev_hash`. The first record (seq 1) has 32 zero bytes as `prev_hash`.
+//! Records never hold a secret or a ciphertext.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{Id, KeyType, Signature};
+
+/// Domain-separation label of the signed body.
+pub const AUDIT_RECORD_LABEL: &[u8] = b"kms/audit-record/v1";
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditEvent {
+    /// A new key set was created (first start).
+    KeysetCreated,
+    /// The key set was opened (every start).
+    KeysetOpened,
+    /// An import session started (§2).
+    ImportSessionStarted,
+    /// An import was completed or refused (§3).
+    Import,
+    /// An export was granted or refused (§4, §6).
+    Export,
+}
+
+impl AuditEvent {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::KeysetCreated => "keyset_created",
+            Self::KeysetOpened => "keyset_opened",
+            Self::ImportSessionStarted => "import_session_started",
+            Self::Import => "import",
+            Self::Export => "export",
+        }
+    }
+}
+
+/// 32 bytes shown as lowercase hex: a hash or a key fingerprint.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Digest32(pub [u8; 32]);
+
+impl fmt::Display for Digest32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Digest32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest32({self})")
+    }
+}
+
+impl Serialize for Digest32 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest32 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        let bad = || serde::de::Error::custom("expected 64 lowercase hex digits");
+        if text.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in text.as_bytes().chunks_exact(2).enumerate() {
+            let nib = |c: u8| match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            };
+            out[i] = (nib(pair[0]).ok_or_else(bad)? << 4) | nib(pair[1]).ok_or_else(bad)?;
+        }
+        Ok(Self(out))
+    }
+}
+
+/// One audit record as stored and served (`GET /v1/audit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub time: u64,
+    pub event: AuditEvent,
+    /// `"ok"`, or the PROTOCOL.md error code the operation was refused with.
+    pub outcome: String,
+    pub session_id: Option<Id>,
+    pub wallet_id: Option<Id>,
+    pub key_type: Option<KeyType>,
+    /// SHA-256 of the recipient's 65-byte public key (exports).
+    pub recipient_fingerprint: Option<Digest32>,
+    /// SHA-256 of the owner's 65-byte public key (owner-bound wallets).
+    pub owner_fingerprint: Option<Digest32>,
+    pub prev_hash: Digest32,
+    pub signature: Signature,
+}
+
+/// The content of a record before the secure environment numbers, chains
+/// and signs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub event: AuditEvent,
+    pub outcome: String,
+    pub session_id: Option<Id>,
+    pub wallet_id: Option<Id>,
+    pub key_type: Option<KeyType>,
+    pub recipient_fingerprint: Option<Digest32>,
+    pub owner_fingerprint: Option<Digest32>,
+}
+
+impl AuditEntry {
+    pub fn new(event: AuditEvent, outcome: impl Into<String>) -> Self {
+        Self {
+            event,
+            outcome: outcome.into(),
+            session_id: None,
+            wallet_id: None,
+            key_type: None,
+            recipient_fingerprint: None,
+            owner_fingerprint: None,
+        }
+    }
+}
+
+fn push_short(m: &mut Vec<u8>, x: &[u8]) {
+    // Every field is at most 32 bytes or a short ASCII name.
+    m.push(u8::try_from(x.len()).unwrap_or(u8::MAX));
+    m.extend_from_slice(x);
+}
+
+/// The signed body of a record with these contents (layout above).
+pub fn signed_body(seq: u64, time: u64, prev_hash: &Digest32, e: &AuditEntry) -> Vec<u8> {
+    let mut m = Vec::with_capacity(256);
+    m.extend_from_slice(AUDIT_RECORD_LABEL);
+    m.push(0);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(&time.to_be_bytes());
+    m.extend_from_slice(&prev_hash.0);
+    push_short(&mut m, e.event.as_str().as_bytes());
+    push_short(&mut m, e.outcome.as_bytes());
+    push_short(
+        &mut m,
+        e.session_id
+            .as_ref()
+            .map(|i| &i.as_bytes()[..])
+            .unwrap_or_default(),
+    );
+    push_short(
+        &mut m,
+        e.wallet_id
+            .as_ref()
+            .map(|i| &i.as_bytes()[..])
+            .unwrap_or_default(),
+    );
+    push_short(
+        &mut m,
+        e.key_type
+            .map(|k| k.as_str().as_bytes())
+            .unwrap_or_default(),
+    );
+    push_short(
+        &mut m,
+        e.recipient_fingerprint
+            .as_ref()
+            .map(|d| &d.0[..])
+            .unwrap_or_default(),
+    );
+    push_short(
+        &mut m,
+        e.owner_fingerprint
+            .as_ref()
+            .map(|d| &d.0[..])
+            .unwrap_or_default(),
+    );
+    m
+}
+
+impl AuditRecord {
+    pub fn entry(&self) -> AuditEntry {
+        AuditEntry {
+            event: self.event,
+            outcome: self.outcome.clone(),
+            session_id: self.session_id,
+            wallet_id: self.wallet_id,
+            key_type: self.key_type,
+            recipient_fingerprint: self.recipient_fingerprint,
+            owner_fingerprint: self.owner_fingerprint,
+        }
+    }
+
+    /// The bytes the signature covers.
+    pub fn signed_body(&self) -> Vec<u8> {
+        signed_body(self.seq, self.time, &self.prev_hash, &self.entry())
+    }
+
+    /// `signed_body ‖ signature`: what the record's hash is taken over.
+    pub fn hashed_bytes(&self) -> Vec<u8> {
+        let mut b = self.signed_body();
+        b.extend_from_slice(self.signature.as_bytes());
+        b
+    }
+}
+
+/// `GET /v1/audit?after=SEQ&limit=N`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub records: Vec<AuditRecord>,
+    /// The last seq of this page when more follow.
+    pub next: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_layout() {
+        let mut e = AuditEntry::new(AuditEvent::Export, "ok");
+        e.wallet_id = Some(Id::from_bytes([2; 16]));
+        e.recipient_fingerprint = Some(Digest32([3; 32]));
+        let b = signed_body(7, 9, &Digest32([1; 32]), &e);
+        assert_eq!(&b[..20], b"kms/audit-record/v1\0");
+        assert_eq!(&b[20..28], &7u64.to_be_bytes());
+        assert_eq!(&b[28..36], &9u64.to_be_bytes());
+        assert_eq!(&b[36..68], &[1; 32]);
+        assert_eq!(&b[68..75], b"\x06export");
+        assert_eq!(&b[75..78], b"\x02ok");
+        assert_eq!(b[78], 0); // no session
+        assert_eq!(b[79], 16);
+        assert_eq!(b[96], 0); // no key type
+        assert_eq!(b[97], 32);
+        assert_eq!(b[130], 0); // no owner
+        assert_eq!(b.len(), 131);
+    }
+
+    #[test]
+    fn digest_hex_round_trip() {
+        let d = Digest32([0xab; 32]);
+        let j = serde_json::to_string(&d).unwrap();
+        assert_eq!(j, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<Digest32>(&j).unwrap(), d);
+        assert!(serde_json::from_str::<Digest32>(&format!("\"{}\"", "AB".repeat(32))).is_err());
+    }
+}
