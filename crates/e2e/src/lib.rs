@@ -138,6 +138,7 @@ pub struct Deployment {
     pub se: Option<Server>,
     pub api: Option<Server>,
     se_args: Vec<String>,
+    api_args: Vec<String>,
     se_addr: Option<String>,
 }
 
@@ -156,11 +157,17 @@ impl Deployment {
 
     /// Starts both servers; `se_args` are extra secure-environment flags.
     pub fn start(se_args: &[&str]) -> Deployment {
+        Self::start_with(se_args, &[])
+    }
+
+    /// Starts both servers with extra flags for each.
+    pub fn start_with(se_args: &[&str], api_args: &[&str]) -> Deployment {
         let mut d = Deployment {
             dir: tempfile::tempdir().unwrap(),
             se: None,
             api: None,
             se_args: se_args.iter().map(|s| (*s).to_owned()).collect(),
+            api_args: api_args.iter().map(|s| (*s).to_owned()).collect(),
             se_addr: None,
         };
         d.start_se();
@@ -214,6 +221,8 @@ impl Deployment {
             "--audit-sync-interval".to_owned(),
             "1".to_owned(),
         ];
+        let mut args = args;
+        args.extend(self.api_args.iter().cloned());
         let log = self.dir.path().join("kms-api.log");
         self.api = Some(Server::start(&binaries().kms_api, &args, &log));
     }

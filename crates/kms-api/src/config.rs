@@ -37,4 +37,7 @@ pub struct Cli {
     #[arg(long, env = "KMS_AUDIT_SYNC_INTERVAL", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub audit_sync_interval: u64,
+
+    #[command(flatten)]
+    pub limits: kms_serve::Limits,
 }

@@ -104,25 +104,13 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     tracing::info!(%addr, secure_env = %cli.secure_env_url, "kms-api serving");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    kms_serve::serve(
+        listener,
+        app(state),
+        cli.limits.clone(),
+        kms_serve::shutdown_signal(),
+    )
+    .await?;
     tracing::info!("kms-api stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

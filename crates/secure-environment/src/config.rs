@@ -39,6 +39,9 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub limits: kms_serve::Limits,
 }
 
 #[derive(Debug, Subcommand)]

@@ -133,29 +133,8 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         println!("listening on {addr}");
         std::io::stdout().flush()?;
         tracing::info!(%addr, "secure environment serving");
-        axum::serve(listener, server::app(runtime))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        kms_serve::serve(listener, server::app(runtime), cli.limits.clone(), kms_serve::shutdown_signal()).await?;
         tracing::info!("secure environment stopped");
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }
