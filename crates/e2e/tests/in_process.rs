@@ -243,3 +243,33 @@ async fn the_secure_environment_routes_answer_in_the_error_format() {
         assert_eq!(body["error"]["code"], code);
     }
 }
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route() {
+    let h = harness().await;
+    let (status, doc) = h.call("GET", "/v1/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for p in [
+        "/v1/health",
+        "/v1/attestation",
+        "/v1/import-sessions",
+        "/v1/import-sessions/{session_id}/complete",
+        "/v1/wallets",
+        "/v1/wallets/{wallet_id}",
+        "/v1/wallets/{wallet_id}/export",
+        "/v1/audit",
+        "/v1/openapi.json",
+    ] {
+        assert!(paths.contains(&p), "{p} missing from {paths:?}");
+    }
+    // The byte types carry PROTOCOL.md's exact shapes.
+    let key = &doc["components"]["schemas"]["P256PublicKey"]["pattern"];
+    assert!(key.as_str().unwrap().starts_with("^B[A-P]"), "{key}");
+}

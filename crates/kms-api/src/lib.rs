@@ -4,6 +4,7 @@
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod relay;
 pub mod routes;
 

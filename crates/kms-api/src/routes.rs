@@ -42,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/wallets/{wallet_id}", get(wallet))
         .route("/v1/wallets/{wallet_id}/export", post(export_wallet))
         .route("/v1/audit", get(audit))
+        .route("/v1/openapi.json", get(openapi_json))
         .fallback(|| async { error_response(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             error_response(
@@ -99,6 +100,11 @@ async fn request_context(req: Request, next: Next) -> Response {
     resp
 }
 
+#[utoipa::path(get, path = "/v1/health", tag = "health",
+    responses(
+        (status = 200, description = "kms-api reaches the secure environment and its store", body = Health),
+        (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
+    ))]
 async fn health(State(s): State<AppState>) -> Result<Json<Health>, ApiError> {
     s.store.ping().await?;
     s.env
@@ -109,6 +115,11 @@ async fn health(State(s): State<AppState>) -> Result<Json<Health>, ApiError> {
     }))
 }
 
+#[utoipa::path(get, path = "/v1/attestation", tag = "identity",
+    responses(
+        (status = 200, description = "identity key and measurement (PROTOCOL.md §1)", body = Attestation),
+        (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
+    ))]
 async fn attestation(State(s): State<AppState>) -> Result<Json<Attestation>, ApiError> {
     let id: Identity = s.env.get(internal::PATH_IDENTITY).await?;
     Ok(Json(Attestation {
@@ -146,6 +157,14 @@ async fn relay<Q: serde::Serialize, R: serde::de::DeserializeOwned>(
     }
 }
 
+#[utoipa::path(post, path = "/v1/import-sessions", tag = "import",
+    request_body(content = Option<StartImportSession>, description = "empty, {}, or a client nonce"),
+    responses(
+        (status = 201, description = "a new import session (PROTOCOL.md §2)", body = ImportEnvelope),
+        (status = 400, description = "malformed request", body = kms_protocol::ErrorBody),
+        (status = 413, description = "body over 64 KiB", body = kms_protocol::ErrorBody),
+        (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
+    ))]
 async fn start_import_session(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<StartImportSession>,
@@ -167,6 +186,19 @@ async fn start_import_session(
     Ok((StatusCode::CREATED, Json(e)))
 }
 
+#[utoipa::path(post, path = "/v1/import-sessions/{session_id}/complete", tag = "import",
+    params(("session_id" = kms_protocol::Id, Path, description = "session id, hyphenated UUID")),
+    request_body = CompleteImport,
+    responses(
+        (status = 201, description = "the wallet and its signed receipt (PROTOCOL.md §3)", body = ImportReceipt),
+        (status = 400, description = "malformed request or id", body = kms_protocol::ErrorBody),
+        (status = 404, description = "unknown session", body = kms_protocol::ErrorBody),
+        (status = 409, description = "session already completed", body = kms_protocol::ErrorBody),
+        (status = 410, description = "session expired", body = kms_protocol::ErrorBody),
+        (status = 413, description = "body over 64 KiB", body = kms_protocol::ErrorBody),
+        (status = 422, description = "decryption_failed or invalid_key_material", body = kms_protocol::ErrorBody),
+        (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
+    ))]
 async fn complete_import(
     State(s): State<AppState>,
     PathId(session_id): PathId,
@@ -215,6 +247,14 @@ async fn complete_import(
     Ok((StatusCode::CREATED, Json(imported.receipt)))
 }
 
+#[utoipa::path(get, path = "/v1/wallets/{wallet_id}", tag = "wallets",
+    params(("wallet_id" = kms_protocol::Id, Path, description = "wallet id, hyphenated UUID")),
+    responses(
+        (status = 200, description = "wallet metadata (PROTOCOL.md §5)", body = WalletMetadata),
+        (status = 400, description = "malformed id", body = kms_protocol::ErrorBody),
+        (status = 404, description = "unknown wallet", body = kms_protocol::ErrorBody),
+        (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
+    ))]
 async fn wallet(
     State(s): State<AppState>,
     PathId(wallet_id): PathId,
@@ -233,6 +273,16 @@ async fn wallet(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/wallets", tag = "wallets",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "page size, default 100"),
+        ("after" = Option<kms_protocol::Id>, Query, description = "list ids greater than this one"),
+    ),
+    responses(
+        (status = 200, description = "a page of wallets in ascending id order (PROTOCOL.md §5)", body = WalletPage),
+        (status = 400, description = "limit or after out of range", body = kms_protocol::ErrorBody),
+        (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
+    ))]
 async fn list_wallets(
     State(s): State<AppState>,
     q: ListQuery,
@@ -248,6 +298,18 @@ async fn list_wallets(
     Ok(Json(WalletPage { wallets, next }))
 }
 
+#[utoipa::path(post, path = "/v1/wallets/{wallet_id}/export", tag = "wallets",
+    params(("wallet_id" = kms_protocol::Id, Path, description = "wallet id, hyphenated UUID")),
+    request_body = ExportWallet,
+    responses(
+        (status = 200, description = "the wallet sealed to the recipient, signed (PROTOCOL.md §4)", body = ExportBundle),
+        (status = 400, description = "malformed request, or a recipient key off the curve", body = kms_protocol::ErrorBody),
+        (status = 401, description = "owner-bound wallet without authorization", body = kms_protocol::ErrorBody),
+        (status = 403, description = "authorization does not verify or is out of its window", body = kms_protocol::ErrorBody),
+        (status = 404, description = "unknown wallet", body = kms_protocol::ErrorBody),
+        (status = 413, description = "body over 64 KiB", body = kms_protocol::ErrorBody),
+        (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
+    ))]
 async fn export_wallet(
     State(s): State<AppState>,
     PathId(wallet_id): PathId,
@@ -277,6 +339,16 @@ async fn export_wallet(
 }
 
 /// `GET /v1/audit?after=SEQ&limit=N`: the signed audit chain, in seq order.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+    params(
+        ("after" = Option<u64>, Query, description = "list records with a greater seq, default 0"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "page size, default 100"),
+    ),
+    responses(
+        (status = 200, description = "signed, hash-chained audit records (docs/audit-log.md)", body = AuditPage),
+        (status = 400, description = "after or limit out of range", body = kms_protocol::ErrorBody),
+        (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
+    ))]
 async fn audit(State(s): State<AppState>, q: AuditQuery) -> Result<Json<AuditPage>, ApiError> {
     let mut records = s.store.audit_page(q.after, q.limit + 1).await?;
     let more = records.len() > q.limit as usize;
@@ -287,6 +359,12 @@ async fn audit(State(s): State<AppState>, q: AuditQuery) -> Result<Json<AuditPag
         None
     };
     Ok(Json(AuditPage { records, next }))
+}
+
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "this document", content_type = "application/json")))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::document())
 }
 
 /// Copies audit records kms-api missed (a crash between the secure

@@ -9,12 +9,14 @@ use crate::{Bytes, HpkeCiphertext, Id, KeyType, Nonce, P256PublicKey, Signature}
 
 /// `GET /v1/health` (§0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
 }
 
 /// `GET /v1/attestation` (§1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attestation {
     pub provider: String,
     pub identity_public_key: P256PublicKey,
@@ -25,6 +27,7 @@ pub struct Attestation {
 
 /// `POST /v1/import-sessions` body (§2).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StartImportSession {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_nonce: Option<Nonce>,
@@ -32,6 +35,7 @@ pub struct StartImportSession {
 
 /// The HPKE suite ids, informational (§2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HpkeSuite {
     pub kem: u16,
     pub kdf: u16,
@@ -49,6 +53,7 @@ impl HpkeSuite {
 
 /// The identity key's signature over a session (§2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionProof {
     pub identity_public_key: P256PublicKey,
     pub signature: Signature,
@@ -56,6 +61,7 @@ pub struct SessionProof {
 
 /// `POST /v1/import-sessions` → 201 (§2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImportEnvelope {
     pub session_id: Id,
     pub session_public_key: P256PublicKey,
@@ -66,12 +72,14 @@ pub struct ImportEnvelope {
 
 /// `POST /v1/import-sessions/{session_id}/complete` body (§3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompleteImport {
     pub encrypted_key: HpkeCiphertext,
 }
 
 /// `POST /v1/import-sessions/{session_id}/complete` → 201 (§3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImportReceipt {
     pub wallet_id: Id,
     pub key_type: KeyType,
@@ -83,6 +91,7 @@ pub struct ImportReceipt {
 
 /// The owner's signed consent to one export (§6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Authorization {
     pub expires_at: u64,
     pub nonce: Nonce,
@@ -91,6 +100,7 @@ pub struct Authorization {
 
 /// `POST /v1/wallets/{wallet_id}/export` body (§4, §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExportWallet {
     pub recipient_public_key: P256PublicKey,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,6 +109,7 @@ pub struct ExportWallet {
 
 /// `POST /v1/wallets/{wallet_id}/export` → 200 (§4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExportBundle {
     pub wallet_id: Id,
     pub key_type: KeyType,
@@ -109,6 +120,7 @@ pub struct ExportBundle {
 
 /// `GET /v1/wallets/{wallet_id}` (§5): metadata only, never a secret or ciphertext.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WalletMetadata {
     pub wallet_id: Id,
     pub key_type: KeyType,
@@ -119,6 +131,7 @@ pub struct WalletMetadata {
 
 /// `GET /v1/wallets?limit=N&after=ID` (§5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WalletPage {
     pub wallets: Vec<WalletMetadata>,
     pub next: Option<Id>,

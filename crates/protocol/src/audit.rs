@@ -29,6 +29,7 @@ pub const AUDIT_RECORD_LABEL: &[u8] = b"kms/audit-record/v1";
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AuditEvent {
@@ -103,6 +104,7 @@ impl<'de> Deserialize<'de> for Digest32 {
 
 /// One audit record as stored and served (`GET /v1/audit`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecord {
     pub seq: u64,
@@ -229,6 +231,7 @@ impl AuditRecord {
 
 /// `GET /v1/audit?after=SEQ&limit=N`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditPage {
     pub records: Vec<AuditRecord>,
     /// The last seq of this page when more follow.

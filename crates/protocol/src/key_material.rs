@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// The kinds of key a wallet can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum KeyType {
     Secp256k1,

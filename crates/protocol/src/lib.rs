@@ -8,6 +8,8 @@ pub mod error;
 pub mod id;
 pub mod internal;
 pub mod key_material;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod types;
 
 pub use error::{ErrorBody, ErrorCode};

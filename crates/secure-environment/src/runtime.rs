@@ -28,7 +28,7 @@ use crate::EnvError;
 #[derive(Debug)]
 pub struct Refused {
     pub error: EnvError,
-    pub audit: Option<AuditRecord>,
+    pub audit: Option<Box<AuditRecord>>,
 }
 
 /// Seconds since the Unix epoch; injectable so tests can move time.
@@ -340,7 +340,7 @@ impl TrustedEnv<'_> {
         match self.record(entry) {
             Ok(audit) => Refused {
                 error,
-                audit: Some(audit),
+                audit: Some(Box::new(audit)),
             },
             Err(e) => Refused {
                 error: e,

@@ -115,7 +115,7 @@ impl IntoResponse for Refused {
                 code,
                 message: self.error.public_message().to_owned(),
             },
-            audit: self.audit,
+            audit: self.audit.map(|a| *a),
         };
         (status, Json(body)).into_response()
     }
