@@ -293,20 +293,79 @@ fn kms_api_refuses_postgres_until_its_store_exists() {
 async fn logs_hold_no_secret() {
     let d = Deployment::start(&[]);
     let kms = d.client();
-    let mut secrets = Vec::new();
+    let mut secrets: Vec<Vec<u8>> = Vec::new();
     for key_type in KeyType::ALL {
+        // Owner-bound and not, exported with and without authorization.
+        let owner = kms_client::SigningKey::generate().unwrap();
         let m = generate_key_material(key_type).unwrap();
         let w = kms.import(&m).await.unwrap().wallet_id;
         kms.export_to_fresh_key(&w).await.unwrap();
-        secrets.push(b64::encode(m.private_key().expose()));
-        secrets.push(kms_crypto::hex(m.private_key().expose()));
+        let owned = generate_key_material(key_type)
+            .unwrap()
+            .with_owner(*owner.public_key())
+            .unwrap();
+        let w2 = kms.import(&owned).await.unwrap().wallet_id;
+        let recipient = kms_client::HpkeSecretKey::generate().unwrap();
+        assert!(kms.export(&w2, &recipient).await.is_err());
+        let auth =
+            kms_client::authorize_export_for(&owner, &w2, recipient.public_key(), 60).unwrap();
+        kms.export_authorized(&w2, &recipient, Some(auth))
+            .await
+            .unwrap();
+        secrets.extend([
+            m.private_key().expose().to_vec(),
+            owned.private_key().expose().to_vec(),
+        ]);
+        secrets.extend([
+            owner.scalar().expose().to_vec(),
+            recipient.scalar().expose().to_vec(),
+        ]);
     }
+    // A refused import whose plaintext holds a (bad) key.
+    let s = kms.start_import_session().await.unwrap();
+    let bad_key = [0xffu8; 32];
+    let pt = format!(
+        r#"{{"v":1,"key_type":"p256","private_key":"{}"}}"#,
+        b64::encode(bad_key)
+    );
+    let ct = kms_crypto::hpke::seal(
+        s.public_key(),
+        &kms_crypto::hpke::info(kms_crypto::labels::IMPORT, s.id()),
+        pt.as_bytes(),
+    )
+    .unwrap();
+    let a = kms_e2e::post_json(
+        &format!("{}/v1/import-sessions/{}/complete", d.api_url(), s.id()),
+        &serde_json::json!({"encrypted_key": b64::encode(ct.as_bytes())}),
+    )
+    .await;
+    a.assert_error(422, "invalid_key_material");
+    secrets.push(bad_key.to_vec());
+
+    // The key set itself: root key, master key, identity key.
     let root = std::fs::read(d.se_data().join("root.key")).unwrap();
-    secrets.push(b64::encode(&root));
-    secrets.push(kms_crypto::hex(&root));
+    let sealed = std::fs::read(d.se_data().join("keyset.sealed")).unwrap();
+    let keys = kms_crypto::keyset::KeySet::open(
+        &kms_client::SecretKey::from_slice(&root).unwrap(),
+        &sealed,
+    )
+    .unwrap();
+    secrets.push(root.clone());
+    secrets.push(keys.master_key(1).unwrap().expose().to_vec());
+    secrets.push(keys.identity().scalar().expose().to_vec());
+
     let logs = d.logs();
-    assert!(logs.contains("wallet exported"), "debug logs were captured");
-    for s in secrets {
-        assert!(!logs.contains(&s), "a secret reached the logs");
+    assert!(
+        logs.contains("wallet exported") && logs.contains("DEBUG"),
+        "debug logs were captured"
+    );
+    for secret in secrets {
+        for form in [
+            b64::encode(&secret),
+            kms_crypto::hex(&secret),
+            format!("{secret:?}"),
+        ] {
+            assert!(!logs.contains(&form), "a secret reached the logs");
+        }
     }
 }
