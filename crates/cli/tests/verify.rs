@@ -39,9 +39,19 @@ fn chain(key: &SigningKey) -> Vec<AuditRecord> {
 fn every_flipped_byte_of_an_export_is_refused() {
     let key = SigningKey::generate().unwrap();
     let records = chain(&key);
-    let text: String = records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+    let text: String = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
     let (parsed, bad) = read_records(text.as_bytes());
-    assert!(matches!(verify(&parsed, bad, key.public_key()), Verdict::Ok { records: 3, last_seq: 3, .. }));
+    assert!(matches!(
+        verify(&parsed, bad, key.public_key()),
+        Verdict::Ok {
+            records: 3,
+            last_seq: 3,
+            ..
+        }
+    ));
 
     let bytes = text.as_bytes();
     let mut refused = 0;
