@@ -219,6 +219,67 @@ async fn a_compromised_kms_api_cannot_export_an_owner_bound_wallet() {
     let short = authorize_export(&owner, &w, &mine, now() + 1).unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(a.export(rec.clone(), mine, Some(short)).await.0, 403);
+
+    // 10. Covering its tracks: every attempt above is in the audit chain.
+    //     Deleting the refusals, or rewriting them under its own key, breaks
+    //     the chain for anyone holding the pinned identity key.
+    let identity = *kms.identity();
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = kms_cli::fetch_all(&d.api_url()).await.unwrap();
+        let contiguous = records
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.seq == i as u64 + 1);
+        if contiguous
+            && records
+                .iter()
+                .filter(|r| r.outcome == "authorization_failed")
+                .count()
+                >= 6
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(matches!(
+        kms_cli::verify(&records, None, &identity),
+        kms_cli::Verdict::Ok { .. }
+    ));
+    let refused: Vec<u64> = records
+        .iter()
+        .filter(|r| r.outcome != "ok")
+        .map(|r| r.seq)
+        .collect();
+    assert!(
+        refused.len() >= 8,
+        "the attempts were recorded: {refused:?}"
+    );
+    let scrubbed: Vec<_> = records
+        .iter()
+        .filter(|r| r.outcome == "ok")
+        .cloned()
+        .collect();
+    assert!(matches!(
+        kms_cli::verify(&scrubbed, None, &identity),
+        kms_cli::Verdict::Bad(_)
+    ));
+    let mut forged = records.clone();
+    let i = usize::try_from(refused[0] - 1).unwrap();
+    let mut entry = forged[i].entry();
+    entry.outcome = "ok".into();
+    forged[i] = kms_crypto::audit::seal_record(
+        &thief,
+        forged[i].seq,
+        forged[i].time,
+        forged[i].prev_hash,
+        entry,
+    )
+    .unwrap();
+    match kms_cli::verify(&forged, None, &identity) {
+        kms_cli::Verdict::Bad(e) => assert_eq!(e.seq, forged[i].seq),
+        other => panic!("a forged record verified: {other:?}"),
+    }
 }
 
 async fn kms_store_session_state(d: &Deployment, id: &Id) -> Vec<u8> {
