@@ -32,6 +32,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use kms_protocol::api::WalletMetadata;
+use kms_protocol::audit::{AuditEvent, AuditRecord, Digest32};
 use kms_protocol::internal::WalletRecord;
 use kms_protocol::{Bytes, Id, KeyType, P256PublicKey};
 use kms_store::{SessionRecord, SqliteStore, Store, StoreError};
@@ -124,6 +125,21 @@ macro_rules! engine_suite {
             async fn purge_sessions_by_expiry() {
                 run(check_purge_sessions_by_expiry).await;
             }
+
+            #[tokio::test]
+            async fn audit_records_are_write_once() {
+                run(check_audit_records_are_write_once).await;
+            }
+
+            #[tokio::test]
+            async fn audit_pages_and_gaps() {
+                run(check_audit_pages_and_gaps).await;
+            }
+
+            #[tokio::test]
+            async fn audit_record_is_part_of_the_transaction() {
+                run(check_audit_record_is_part_of_the_transaction).await;
+            }
         }
     };
 }
@@ -133,6 +149,30 @@ engine_suite!(sqlite, fresh_sqlite);
 // ---------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------
+
+/// A distinct dummy audit record per call (the store does not verify
+/// signatures; a reused seq with other content is refused by design).
+fn audit() -> AuditRecord {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    audit_at(seq)
+}
+
+fn audit_at(seq: u64) -> AuditRecord {
+    AuditRecord {
+        seq,
+        time: 1_800_000_000 + seq,
+        event: AuditEvent::Import,
+        outcome: "ok".into(),
+        session_id: None,
+        wallet_id: None,
+        key_type: None,
+        recipient_fingerprint: None,
+        owner_fingerprint: None,
+        prev_hash: Digest32([seq as u8; 32]),
+        signature: kms_protocol::Signature::from_array([7; 64]),
+    }
+}
 
 /// A deterministic, well-mixed 64-bit sequence (SplitMix64): no crypto
 /// crate is needed to make ids that arrive in no particular order.
@@ -207,11 +247,11 @@ fn metadata(w: &WalletRecord) -> WalletMetadata {
 /// Stores `wallet` the only way the trait allows: through a session.
 async fn import(store: &dyn Store, session_id: Id, wallet: &WalletRecord) {
     store
-        .insert_session(&session(session_id, 10_000))
+        .insert_session(&session(session_id, 10_000), &audit())
         .await
         .unwrap();
     store
-        .complete_session(&session_id, 9_500, wallet)
+        .complete_session(&session_id, 9_500, wallet, &audit())
         .await
         .unwrap();
 }
@@ -245,8 +285,8 @@ async fn check_session_round_trip(store: Arc<dyn Store>) {
         created_at: i64::MAX as u64 - 1,
         completed_at: Some(i64::MAX as u64 - 2),
     };
-    store.insert_session(&open).await.unwrap();
-    store.insert_session(&completed).await.unwrap();
+    store.insert_session(&open, &audit()).await.unwrap();
+    store.insert_session(&completed, &audit()).await.unwrap();
 
     assert_eq!(store.session(&open.session_id).await.unwrap(), Some(open));
     assert_eq!(
@@ -260,9 +300,17 @@ async fn check_session_round_trip(store: Arc<dyn Store>) {
 /// session as it was; in particular it cannot reopen a completed session.
 async fn check_session_insert_never_overwrites(store: Arc<dyn Store>) {
     let sid = id(0x42, 0x42);
-    store.insert_session(&session(sid, 5_000)).await.unwrap();
     store
-        .complete_session(&sid, 4_800, &secp256k1_wallet(id(0x43, 0x01), 4_800))
+        .insert_session(&session(sid, 5_000), &audit())
+        .await
+        .unwrap();
+    store
+        .complete_session(
+            &sid,
+            4_800,
+            &secp256k1_wallet(id(0x43, 0x01), 4_800),
+            &audit(),
+        )
         .await
         .unwrap();
     let before = store.session(&sid).await.unwrap().unwrap();
@@ -270,10 +318,15 @@ async fn check_session_insert_never_overwrites(store: Arc<dyn Store>) {
 
     let mut again = session(sid, 9_000);
     again.sealed_state = vec![0x99; 8];
-    assert!(store.insert_session(&again).await.is_err());
+    assert!(store.insert_session(&again, &audit()).await.is_err());
     assert_eq!(store.session(&sid).await.unwrap(), Some(before));
     let err = store
-        .complete_session(&sid, 4_900, &secp256k1_wallet(id(0x43, 0x02), 4_900))
+        .complete_session(
+            &sid,
+            4_900,
+            &secp256k1_wallet(id(0x43, 0x02), 4_900),
+            &audit(),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -288,13 +341,19 @@ async fn check_complete_session_is_single_use(store: Arc<dyn Store>) {
     let sid = id(0x10, 0x01);
     let first = secp256k1_wallet(id(0x20, 0x01), 1_000);
     let second = secp256k1_wallet(id(0x20, 0x02), 1_001);
-    store.insert_session(&session(sid, 2_000)).await.unwrap();
+    store
+        .insert_session(&session(sid, 2_000), &audit())
+        .await
+        .unwrap();
     assert_eq!(
         store.session(&sid).await.unwrap().unwrap().completed_at,
         None
     );
 
-    store.complete_session(&sid, 1_000, &first).await.unwrap();
+    store
+        .complete_session(&sid, 1_000, &first, &audit())
+        .await
+        .unwrap();
     let after = store.session(&sid).await.unwrap().unwrap();
     assert_eq!(after.completed_at, Some(1_000));
     assert_eq!(
@@ -310,7 +369,7 @@ async fn check_complete_session_is_single_use(store: Arc<dyn Store>) {
     );
 
     let err = store
-        .complete_session(&sid, 1_001, &second)
+        .complete_session(&sid, 1_001, &second, &audit())
         .await
         .unwrap_err();
     assert!(
@@ -332,7 +391,7 @@ async fn check_complete_unknown_session_stores_nothing(store: Arc<dyn Store>) {
     let sid = id(0x11, 0x11);
     let wallet = secp256k1_wallet(id(0x21, 0x21), 1_000);
     let err = store
-        .complete_session(&sid, 1_000, &wallet)
+        .complete_session(&sid, 1_000, &wallet, &audit())
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::SessionNotFound), "got {err:?}");
@@ -342,11 +401,11 @@ async fn check_complete_unknown_session_stores_nothing(store: Arc<dyn Store>) {
 
     // Another session's existence does not change the answer.
     store
-        .insert_session(&session(id(0x11, 0x12), 2_000))
+        .insert_session(&session(id(0x11, 0x12), 2_000), &audit())
         .await
         .unwrap();
     let err = store
-        .complete_session(&sid, 1_000, &wallet)
+        .complete_session(&sid, 1_000, &wallet, &audit())
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::SessionNotFound), "got {err:?}");
@@ -360,10 +419,16 @@ async fn check_complete_session_is_atomic(store: Arc<dyn Store>) {
     import(&*store, id(0x31, 0x01), &taken).await;
 
     let sid = id(0x31, 0x02);
-    store.insert_session(&session(sid, 2_000)).await.unwrap();
+    store
+        .insert_session(&session(sid, 2_000), &audit())
+        .await
+        .unwrap();
     let mut clash = secp256k1_wallet(taken.wallet_id, 1_500);
     clash.ciphertext = Bytes(vec![0xee; 64]);
-    assert!(store.complete_session(&sid, 1_500, &clash).await.is_err());
+    assert!(store
+        .complete_session(&sid, 1_500, &clash, &audit())
+        .await
+        .is_err());
 
     assert_eq!(
         store.session(&sid).await.unwrap().unwrap().completed_at,
@@ -376,7 +441,10 @@ async fn check_complete_session_is_atomic(store: Arc<dyn Store>) {
     );
 
     let fresh = secp256k1_wallet(id(0x30, 0x02), 1_600);
-    store.complete_session(&sid, 1_600, &fresh).await.unwrap();
+    store
+        .complete_session(&sid, 1_600, &fresh, &audit())
+        .await
+        .unwrap();
     assert_eq!(
         store.session(&sid).await.unwrap().unwrap().completed_at,
         Some(1_600)
@@ -392,7 +460,10 @@ async fn check_complete_session_is_atomic(store: Arc<dyn Store>) {
 async fn check_concurrent_completions_one_wins(store: Arc<dyn Store>) {
     const RACERS: u64 = 16;
     let sid = id(0x50, 0x50);
-    store.insert_session(&session(sid, 100_000)).await.unwrap();
+    store
+        .insert_session(&session(sid, 100_000), &audit())
+        .await
+        .unwrap();
 
     let barrier = Arc::new(tokio::sync::Barrier::new(RACERS as usize));
     let mut tasks = Vec::new();
@@ -402,7 +473,9 @@ async fn check_concurrent_completions_one_wins(store: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let wallet = secp256k1_wallet(random_id(0x5eed, n), 50_000 + n);
             barrier.wait().await;
-            let result = store.complete_session(&sid, 50_000 + n, &wallet).await;
+            let result = store
+                .complete_session(&sid, 50_000 + n, &wallet, &audit())
+                .await;
             (wallet, result)
         }));
     }
@@ -596,16 +669,16 @@ async fn check_purge_sessions_by_expiry(store: Arc<dyn Store>) {
         (later_done, 2_000),
     ] {
         store
-            .insert_session(&session(sid, expires_at))
+            .insert_session(&session(sid, expires_at), &audit())
             .await
             .unwrap();
     }
     store
-        .complete_session(&old_done, 400, &w_old)
+        .complete_session(&old_done, 400, &w_old, &audit())
         .await
         .unwrap();
     store
-        .complete_session(&later_done, 1_900, &w_later)
+        .complete_session(&later_done, 1_900, &w_later, &audit())
         .await
         .unwrap();
 
@@ -693,7 +766,7 @@ mod sqlite_only {
         let first = SqliteStore::open(path).await.unwrap();
         assert_eq!(
             migrations_applied(&first).await,
-            vec![(1, "init".to_owned())]
+            vec![(1, "init".to_owned()), (2, "audit".to_owned())]
         );
         let sid = id(0x90, 0x01);
         let open_sid = id(0x90, 0x02);
@@ -701,7 +774,7 @@ mod sqlite_only {
         wallet.owner_public_key = Some(owner_key());
         import(&first, sid, &wallet).await;
         first
-            .insert_session(&session(open_sid, 7_777))
+            .insert_session(&session(open_sid, 7_777), &audit())
             .await
             .unwrap();
         first.pool().close().await;
@@ -710,7 +783,7 @@ mod sqlite_only {
             let again = SqliteStore::open(path).await.unwrap();
             assert_eq!(
                 migrations_applied(&again).await,
-                vec![(1, "init".to_owned())]
+                vec![(1, "init".to_owned()), (2, "audit".to_owned())]
             );
             assert_eq!(
                 again.wallet(&wallet.wallet_id).await.unwrap(),
@@ -726,7 +799,12 @@ mod sqlite_only {
             );
             // Single use holds across reopening.
             let err = again
-                .complete_session(&sid, 9_600, &secp256k1_wallet(id(0x91, 0x02), 9_600))
+                .complete_session(
+                    &sid,
+                    9_600,
+                    &secp256k1_wallet(id(0x91, 0x02), 9_600),
+                    &audit(),
+                )
                 .await
                 .unwrap_err();
             assert!(
@@ -771,12 +849,28 @@ mod sqlite_only {
         (page_count * page_size, (page_count - free) * page_size)
     }
 
-    /// A secp256k1 wallet costs at most 400 bytes of database file.
+    /// Deletes the audit records, which are the log of operations rather
+    /// than wallet data, so the wallet measurement counts wallets only.
+    async fn drop_audit(sqlite: &SqliteStore) -> i64 {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_records")
+            .fetch_one(sqlite.pool())
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM audit_records")
+            .execute(sqlite.pool())
+            .await
+            .unwrap();
+        n
+    }
+
+    /// A secp256k1 wallet costs at most 400 bytes of database pages in use.
     ///
     /// The sessions the wallets are imported through are stored (and the
     /// file measured) before the baseline, so the growth is what storing
     /// the wallets adds. Ids are random, so the B-tree fills the way it does
-    /// in production rather than by appending.
+    /// in production rather than by appending. Audit records (one per
+    /// operation, kept in their own table) are measured and reported
+    /// separately.
     #[tokio::test]
     async fn secp256k1_wallet_size_on_disk() {
         const WALLETS: u64 = 2000;
@@ -789,32 +883,39 @@ mod sqlite_only {
 
         let sessions: Vec<Id> = (0..WALLETS).map(|n| random_id(0x5e55, n)).collect();
         for &sid in &sessions {
-            store.insert_session(&session(sid, 10_000)).await.unwrap();
+            store
+                .insert_session(&session(sid, 10_000), &audit())
+                .await
+                .unwrap();
         }
-        let (before, before_used) = file_bytes(&sqlite).await;
+        drop_audit(&sqlite).await;
+        let (_, before_used) = file_bytes(&sqlite).await;
 
         for (n, sid) in sessions.iter().enumerate() {
             let wallet = secp256k1_wallet(random_id(0xa11e7, n as u64), 1_700_000_000 + n as u64);
-            store.complete_session(sid, 9_000, &wallet).await.unwrap();
+            store
+                .complete_session(sid, 9_000, &wallet, &audit())
+                .await
+                .unwrap();
         }
-        let (after, after_used) = file_bytes(&sqlite).await;
+        let (_, with_audit_used) = file_bytes(&sqlite).await;
+        let records = drop_audit(&sqlite).await;
+        let (_, after_used) = file_bytes(&sqlite).await;
         assert_eq!(
             all_wallets(store).await.len() as u64,
             WALLETS,
             "not every wallet was stored"
         );
-        let per_wallet = (after - before) / WALLETS as i64;
-        let per_wallet_used = (after_used - before_used) / WALLETS as i64;
+        let per_wallet = (after_used - before_used) / WALLETS as i64;
+        let per_record = (with_audit_used - after_used) / records;
 
-        // What a wallet costs once its session is purged: the wallet pages
-        // only, measured against an empty database.
+        // What a wallet costs once its session is purged, against an empty database.
         assert_eq!(store.purge_sessions(u64::MAX >> 1).await.unwrap(), WALLETS);
-        let (purged, purged_used) = file_bytes(&sqlite).await;
+        let (_, purged_used) = file_bytes(&sqlite).await;
         let per_wallet_purged = (purged_used - empty_used) / WALLETS as i64;
         println!(
-            "secp256k1 wallet: {per_wallet} bytes of file per wallet \
-             ({per_wallet_used} in use; {per_wallet_purged} in use after purging sessions; \
-             file {before} -> {after} -> {purged} bytes)"
+            "secp256k1 wallet: {per_wallet} bytes in use per wallet with its completed session, \
+             {per_wallet_purged} after purging sessions; audit: {per_record} bytes per record"
         );
         assert!(
             per_wallet <= LIMIT,
@@ -825,4 +926,92 @@ mod sqlite_only {
             "{per_wallet_purged} bytes per wallet after purge exceeds {LIMIT}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Audit records
+
+/// The same record twice is a no-op; another record under its seq is
+/// refused and the stored one stays.
+async fn check_audit_records_are_write_once(store: Arc<dyn Store>) {
+    let r = audit_at(5);
+    store.insert_audit(&r).await.unwrap();
+    store.insert_audit(&r).await.unwrap();
+    let mut other = audit_at(5);
+    other.outcome = "authorization_failed".into();
+    assert!(matches!(
+        store.insert_audit(&other).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert_eq!(store.audit_page(0, 10).await.unwrap(), vec![r]);
+}
+
+/// Paging is by seq whatever the insert order; the contiguous watermark
+/// stops at the first gap.
+async fn check_audit_pages_and_gaps(store: Arc<dyn Store>) {
+    assert_eq!(store.audit_contiguous_from(0).await.unwrap(), 0);
+    for seq in [9, 3, 1, 6, 2, 5] {
+        store.insert_audit(&audit_at(seq)).await.unwrap();
+    }
+    let seqs = |v: Vec<AuditRecord>| v.into_iter().map(|r| r.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.audit_page(0, 100).await.unwrap()),
+        vec![1, 2, 3, 5, 6, 9]
+    );
+    assert_eq!(seqs(store.audit_page(2, 2).await.unwrap()), vec![3, 5]);
+    assert_eq!(
+        seqs(store.audit_page(9, 10).await.unwrap()),
+        Vec::<u64>::new()
+    );
+    for (from, want) in [(0, 3), (3, 3), (4, 6), (6, 6), (7, 7), (8, 9), (9, 9)] {
+        assert_eq!(
+            store.audit_contiguous_from(from).await.unwrap(),
+            want,
+            "from {from}"
+        );
+    }
+}
+
+/// A completion that loses stores neither its wallet nor its audit record;
+/// a session whose record conflicts is not stored either.
+async fn check_audit_record_is_part_of_the_transaction(store: Arc<dyn Store>) {
+    let sid = id(0x77, 0x01);
+    store
+        .insert_session(&session(sid, 5_000), &audit_at(1))
+        .await
+        .unwrap();
+    store
+        .complete_session(
+            &sid,
+            100,
+            &secp256k1_wallet(id(0x77, 0x02), 100),
+            &audit_at(2),
+        )
+        .await
+        .unwrap();
+    let lost = store
+        .complete_session(
+            &sid,
+            101,
+            &secp256k1_wallet(id(0x77, 0x03), 101),
+            &audit_at(3),
+        )
+        .await;
+    assert!(matches!(lost, Err(StoreError::SessionAlreadyCompleted)));
+    let stored: Vec<u64> = store
+        .audit_page(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(stored, vec![1, 2]);
+    let mut clash = audit_at(1);
+    clash.outcome = "different".into();
+    let other = id(0x77, 0x04);
+    assert!(store
+        .insert_session(&session(other, 5_000), &clash)
+        .await
+        .is_err());
+    assert!(store.session(&other).await.unwrap().is_none());
 }
