@@ -228,12 +228,12 @@ mod tests {
             fs::metadata(&data).unwrap().permissions().mode() & 0o777,
             0o700
         );
+        let identity = *first.keys.identity().public_key();
+        // The creation lock is held while a `Loaded` lives.
+        drop(first);
         let second = load_or_create(&data, None).unwrap();
         assert!(!second.created);
-        assert_eq!(
-            first.keys.identity().public_key(),
-            second.keys.identity().public_key()
-        );
+        assert_eq!(&identity, second.keys.identity().public_key());
         let pinned = fs::read_to_string(data.join(IDENTITY_FILE)).unwrap();
         assert_eq!(
             pinned,
@@ -274,6 +274,7 @@ mod tests {
         assert!(!loaded.root_key_in_data_dir);
         assert!(root.exists());
         assert!(!data.join(ROOT_KEY_FILE).exists());
+        drop(loaded);
         fs::write(&root, [1u8; 31]).unwrap();
         assert!(matches!(
             load_or_create(&data, Some(&root)),
