@@ -4,7 +4,9 @@
 //!
 //! * Each behaviour is one `async fn check_*(store: Arc<dyn Store>)` that
 //!   knows nothing about the engine behind the trait. It assumes the store it
-//!   is handed is fresh and empty.
+//!   is handed is fresh and empty, and takes the audit records it stores from
+//!   its own [`Seqs`] (1, 2, 3, …), since a store refuses a different record
+//!   under a seq it already holds.
 //! * `engine_suite!(module, constructor)` turns every `check_*` into a
 //!   `#[tokio::test]` in `module`, each run against a store made by
 //!   `constructor`, an `async fn() -> Fresh`.
@@ -29,12 +31,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kms_protocol::api::WalletMetadata;
 use kms_protocol::audit::{AuditEvent, AuditRecord, Digest32};
 use kms_protocol::internal::WalletRecord;
-use kms_protocol::{Bytes, Id, KeyType, P256PublicKey};
+use kms_protocol::{Bytes, Id, KeyType, P256PublicKey, Signature};
 use kms_store::{SessionRecord, SqliteStore, Store, StoreError};
 
 // ---------------------------------------------------------------------------
@@ -127,18 +130,38 @@ macro_rules! engine_suite {
             }
 
             #[tokio::test]
-            async fn audit_records_are_write_once() {
-                run(check_audit_records_are_write_once).await;
+            async fn audit_insert_is_write_once() {
+                run(check_audit_insert_is_write_once).await;
             }
 
             #[tokio::test]
-            async fn audit_pages_and_gaps() {
-                run(check_audit_pages_and_gaps).await;
+            async fn audit_page_by_seq() {
+                run(check_audit_page_by_seq).await;
             }
 
             #[tokio::test]
-            async fn audit_record_is_part_of_the_transaction() {
-                run(check_audit_record_is_part_of_the_transaction).await;
+            async fn audit_contiguous_from_stops_at_gaps() {
+                run(check_audit_contiguous_from_stops_at_gaps).await;
+            }
+
+            #[tokio::test]
+            async fn failed_completion_stores_no_audit() {
+                run(check_failed_completion_stores_no_audit).await;
+            }
+
+            #[tokio::test]
+            async fn completion_with_conflicting_audit_stores_nothing() {
+                run(check_completion_with_conflicting_audit_stores_nothing).await;
+            }
+
+            #[tokio::test]
+            async fn session_with_conflicting_audit_is_not_stored() {
+                run(check_session_with_conflicting_audit_is_not_stored).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_audit_inserts_agree() {
+                run(check_concurrent_audit_inserts_agree).await;
             }
         }
     };
@@ -150,28 +173,50 @@ engine_suite!(sqlite, fresh_sqlite);
 // Fixtures
 // ---------------------------------------------------------------------------
 
-/// A distinct dummy audit record per call (the store does not verify
-/// signatures; a reused seq with other content is refused by design).
-fn audit() -> AuditRecord {
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    audit_at(seq)
-}
-
-fn audit_at(seq: u64) -> AuditRecord {
+/// A dummy audit record, distinct for every seq. Stores keep records as
+/// they are given and verify neither signature nor chain.
+fn audit(seq: u64) -> AuditRecord {
     AuditRecord {
         seq,
         time: 1_800_000_000 + seq,
         event: AuditEvent::Import,
-        outcome: "ok".into(),
+        outcome: "ok".to_owned(),
         session_id: None,
         wallet_id: None,
         key_type: None,
         recipient_fingerprint: None,
         owner_fingerprint: None,
         prev_hash: Digest32([seq as u8; 32]),
-        signature: kms_protocol::Signature::from_array([7; 64]),
+        signature: Signature::from_array([7; 64]),
     }
+}
+
+/// A record under the same seq as `record` with other content.
+fn conflicting(record: &AuditRecord) -> AuditRecord {
+    AuditRecord {
+        outcome: "internal_error".to_owned(),
+        ..record.clone()
+    }
+}
+
+/// Hands out one test's audit records under fresh seqs 1, 2, 3, …
+#[derive(Debug, Default)]
+struct Seqs(AtomicU64);
+
+impl Seqs {
+    /// A dummy record under the next seq.
+    fn next(&self) -> AuditRecord {
+        audit(self.0.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+/// Every audit record stored, in seq order.
+async fn audit_log(store: &dyn Store) -> Vec<AuditRecord> {
+    store.audit_page(0, u32::MAX).await.unwrap()
+}
+
+fn seqs_of(records: &[AuditRecord]) -> Vec<u64> {
+    records.iter().map(|r| r.seq).collect()
 }
 
 /// A deterministic, well-mixed 64-bit sequence (SplitMix64): no crypto
@@ -244,14 +289,15 @@ fn metadata(w: &WalletRecord) -> WalletMetadata {
     }
 }
 
-/// Stores `wallet` the only way the trait allows: through a session.
-async fn import(store: &dyn Store, session_id: Id, wallet: &WalletRecord) {
+/// Stores `wallet` the only way the trait allows: through a session (and
+/// two audit records from `seqs`).
+async fn import(store: &dyn Store, seqs: &Seqs, session_id: Id, wallet: &WalletRecord) {
     store
-        .insert_session(&session(session_id, 10_000), &audit())
+        .insert_session(&session(session_id, 10_000), &seqs.next())
         .await
         .unwrap();
     store
-        .complete_session(&session_id, 9_500, wallet, &audit())
+        .complete_session(&session_id, 9_500, wallet, &seqs.next())
         .await
         .unwrap();
 }
@@ -268,8 +314,10 @@ async fn check_ping(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
 
-/// Every field of a session comes back as written; an unknown id is `None`.
+/// Every field of a session comes back as written, and so does the audit
+/// record stored with it; an unknown id is `None`.
 async fn check_session_round_trip(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
     let open = SessionRecord {
         session_id: id(0x01, 0x23),
         sealed_state: (0..=255u8).collect(),
@@ -285,8 +333,17 @@ async fn check_session_round_trip(store: Arc<dyn Store>) {
         created_at: i64::MAX as u64 - 1,
         completed_at: Some(i64::MAX as u64 - 2),
     };
-    store.insert_session(&open, &audit()).await.unwrap();
-    store.insert_session(&completed, &audit()).await.unwrap();
+    let open_started = AuditRecord {
+        event: AuditEvent::ImportSessionStarted,
+        session_id: Some(open.session_id),
+        ..seqs.next()
+    };
+    let completed_started = seqs.next();
+    store.insert_session(&open, &open_started).await.unwrap();
+    store
+        .insert_session(&completed, &completed_started)
+        .await
+        .unwrap();
 
     assert_eq!(store.session(&open.session_id).await.unwrap(), Some(open));
     assert_eq!(
@@ -294,14 +351,20 @@ async fn check_session_round_trip(store: Arc<dyn Store>) {
         Some(completed)
     );
     assert_eq!(store.session(&id(0x01, 0x24)).await.unwrap(), None);
+    assert_eq!(
+        audit_log(&*store).await,
+        vec![open_started, completed_started]
+    );
 }
 
-/// Inserting a session id that already exists fails and leaves the stored
-/// session as it was; in particular it cannot reopen a completed session.
+/// Inserting a session id that already exists fails, leaves the stored
+/// session as it was and stores no audit record; in particular it cannot
+/// reopen a completed session.
 async fn check_session_insert_never_overwrites(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
     let sid = id(0x42, 0x42);
     store
-        .insert_session(&session(sid, 5_000), &audit())
+        .insert_session(&session(sid, 5_000), &seqs.next())
         .await
         .unwrap();
     store
@@ -309,7 +372,7 @@ async fn check_session_insert_never_overwrites(store: Arc<dyn Store>) {
             &sid,
             4_800,
             &secp256k1_wallet(id(0x43, 0x01), 4_800),
-            &audit(),
+            &seqs.next(),
         )
         .await
         .unwrap();
@@ -318,14 +381,14 @@ async fn check_session_insert_never_overwrites(store: Arc<dyn Store>) {
 
     let mut again = session(sid, 9_000);
     again.sealed_state = vec![0x99; 8];
-    assert!(store.insert_session(&again, &audit()).await.is_err());
+    assert!(store.insert_session(&again, &seqs.next()).await.is_err());
     assert_eq!(store.session(&sid).await.unwrap(), Some(before));
     let err = store
         .complete_session(
             &sid,
             4_900,
             &secp256k1_wallet(id(0x43, 0x02), 4_900),
-            &audit(),
+            &seqs.next(),
         )
         .await
         .unwrap_err();
@@ -333,16 +396,20 @@ async fn check_session_insert_never_overwrites(store: Arc<dyn Store>) {
         matches!(err, StoreError::SessionAlreadyCompleted),
         "got {err:?}"
     );
+    assert_eq!(seqs_of(&audit_log(&*store).await), vec![1, 2]);
 }
 
-/// `complete_session` sets `completed_at` and stores the wallet; a second
-/// completion fails with `SessionAlreadyCompleted` and stores nothing.
+/// `complete_session` sets `completed_at` and stores the wallet and the
+/// audit record; a second completion fails with `SessionAlreadyCompleted`
+/// and stores nothing.
 async fn check_complete_session_is_single_use(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
     let sid = id(0x10, 0x01);
     let first = secp256k1_wallet(id(0x20, 0x01), 1_000);
     let second = secp256k1_wallet(id(0x20, 0x02), 1_001);
+    let started = seqs.next();
     store
-        .insert_session(&session(sid, 2_000), &audit())
+        .insert_session(&session(sid, 2_000), &started)
         .await
         .unwrap();
     assert_eq!(
@@ -350,8 +417,14 @@ async fn check_complete_session_is_single_use(store: Arc<dyn Store>) {
         None
     );
 
+    let imported = AuditRecord {
+        session_id: Some(sid),
+        wallet_id: Some(first.wallet_id),
+        key_type: Some(first.key_type),
+        ..seqs.next()
+    };
     store
-        .complete_session(&sid, 1_000, &first, &audit())
+        .complete_session(&sid, 1_000, &first, &imported)
         .await
         .unwrap();
     let after = store.session(&sid).await.unwrap().unwrap();
@@ -367,9 +440,13 @@ async fn check_complete_session_is_single_use(store: Arc<dyn Store>) {
         store.wallet(&first.wallet_id).await.unwrap(),
         Some(first.clone())
     );
+    assert_eq!(
+        audit_log(&*store).await,
+        vec![started.clone(), imported.clone()]
+    );
 
     let err = store
-        .complete_session(&sid, 1_001, &second, &audit())
+        .complete_session(&sid, 1_001, &second, &seqs.next())
         .await
         .unwrap_err();
     assert!(
@@ -383,50 +460,58 @@ async fn check_complete_session_is_single_use(store: Arc<dyn Store>) {
         Some(1_000)
     );
     assert_eq!(all_wallets(&*store).await, vec![metadata(&first)]);
+    assert_eq!(audit_log(&*store).await, vec![started, imported]);
 }
 
 /// Completing a session that does not exist fails with `SessionNotFound`,
-/// stores no wallet and creates no session.
+/// stores no wallet and no audit record, and creates no session.
 async fn check_complete_unknown_session_stores_nothing(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
     let sid = id(0x11, 0x11);
     let wallet = secp256k1_wallet(id(0x21, 0x21), 1_000);
     let err = store
-        .complete_session(&sid, 1_000, &wallet, &audit())
+        .complete_session(&sid, 1_000, &wallet, &seqs.next())
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::SessionNotFound), "got {err:?}");
     assert_eq!(store.wallet(&wallet.wallet_id).await.unwrap(), None);
     assert_eq!(store.session(&sid).await.unwrap(), None);
     assert_eq!(all_wallets(&*store).await, vec![]);
+    assert_eq!(audit_log(&*store).await, vec![]);
 
     // Another session's existence does not change the answer.
+    let other_started = seqs.next();
     store
-        .insert_session(&session(id(0x11, 0x12), 2_000), &audit())
+        .insert_session(&session(id(0x11, 0x12), 2_000), &other_started)
         .await
         .unwrap();
     let err = store
-        .complete_session(&sid, 1_000, &wallet, &audit())
+        .complete_session(&sid, 1_000, &wallet, &seqs.next())
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::SessionNotFound), "got {err:?}");
     assert_eq!(all_wallets(&*store).await, vec![]);
+    assert_eq!(audit_log(&*store).await, vec![other_started]);
 }
 
-/// When the wallet cannot be stored (here: its id is taken), the session is
-/// not marked completed either, and can still complete afterwards.
+/// When the wallet cannot be stored (here: its id is taken), neither is the
+/// audit record nor is the session marked completed; it can still complete
+/// afterwards.
 async fn check_complete_session_is_atomic(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
     let taken = secp256k1_wallet(id(0x30, 0x01), 1_000);
-    import(&*store, id(0x31, 0x01), &taken).await;
+    import(&*store, &seqs, id(0x31, 0x01), &taken).await;
 
     let sid = id(0x31, 0x02);
     store
-        .insert_session(&session(sid, 2_000), &audit())
+        .insert_session(&session(sid, 2_000), &seqs.next())
         .await
         .unwrap();
     let mut clash = secp256k1_wallet(taken.wallet_id, 1_500);
     clash.ciphertext = Bytes(vec![0xee; 64]);
+    let clash_audit = seqs.next();
     assert!(store
-        .complete_session(&sid, 1_500, &clash, &audit())
+        .complete_session(&sid, 1_500, &clash, &clash_audit)
         .await
         .is_err());
 
@@ -439,10 +524,20 @@ async fn check_complete_session_is_atomic(store: Arc<dyn Store>) {
         store.wallet(&taken.wallet_id).await.unwrap(),
         Some(taken.clone())
     );
+    assert_eq!(
+        seqs_of(&audit_log(&*store).await),
+        vec![1, 2, 3],
+        "audit record stored although its wallet was not"
+    );
 
+    // The refused completion's seq is free; the retry may take it.
     let fresh = secp256k1_wallet(id(0x30, 0x02), 1_600);
+    let retry_audit = AuditRecord {
+        wallet_id: Some(fresh.wallet_id),
+        ..clash_audit
+    };
     store
-        .complete_session(&sid, 1_600, &fresh, &audit())
+        .complete_session(&sid, 1_600, &fresh, &retry_audit)
         .await
         .unwrap();
     assert_eq!(
@@ -453,15 +548,19 @@ async fn check_complete_session_is_atomic(store: Arc<dyn Store>) {
         all_wallets(&*store).await,
         vec![metadata(&taken), metadata(&fresh)]
     );
+    assert_eq!(audit_log(&*store).await.last(), Some(&retry_audit));
 }
 
-/// Many completions of one session racing: exactly one wins, every other
-/// gets `SessionAlreadyCompleted`, exactly the winner's wallet is stored.
+/// Many completions of one session racing, each with its own audit record:
+/// exactly one wins, every other gets `SessionAlreadyCompleted`, exactly
+/// the winner's wallet and audit record are stored.
 async fn check_concurrent_completions_one_wins(store: Arc<dyn Store>) {
     const RACERS: u64 = 16;
+    let seqs = Seqs::default();
     let sid = id(0x50, 0x50);
+    let started = seqs.next();
     store
-        .insert_session(&session(sid, 100_000), &audit())
+        .insert_session(&session(sid, 100_000), &started)
         .await
         .unwrap();
 
@@ -470,27 +569,31 @@ async fn check_concurrent_completions_one_wins(store: Arc<dyn Store>) {
     for n in 0..RACERS {
         let store = Arc::clone(&store);
         let barrier = Arc::clone(&barrier);
+        let wallet = secp256k1_wallet(random_id(0x5eed, n), 50_000 + n);
+        let record = AuditRecord {
+            wallet_id: Some(wallet.wallet_id),
+            ..seqs.next()
+        };
         tasks.push(tokio::spawn(async move {
-            let wallet = secp256k1_wallet(random_id(0x5eed, n), 50_000 + n);
             barrier.wait().await;
             let result = store
-                .complete_session(&sid, 50_000 + n, &wallet, &audit())
+                .complete_session(&sid, 50_000 + n, &wallet, &record)
                 .await;
-            (wallet, result)
+            (wallet, record, result)
         }));
     }
     let mut winners = Vec::new();
     for task in tasks {
-        let (wallet, result) = task.await.unwrap();
+        let (wallet, record, result) = task.await.unwrap();
         match result {
-            Ok(()) => winners.push(wallet),
+            Ok(()) => winners.push((wallet, record)),
             Err(StoreError::SessionAlreadyCompleted) => {}
             Err(other) => panic!("a losing completion failed with {other:?}"),
         }
     }
-    let winner_ids: Vec<Id> = winners.iter().map(|w| w.wallet_id).collect();
+    let winner_ids: Vec<Id> = winners.iter().map(|(w, _)| w.wallet_id).collect();
     assert_eq!(winners.len(), 1, "winning wallets: {winner_ids:?}");
-    let winner = &winners[0];
+    let (winner, winner_record) = &winners[0];
     assert_eq!(all_wallets(&*store).await, vec![metadata(winner)]);
     assert_eq!(
         store.wallet(&winner.wallet_id).await.unwrap().as_ref(),
@@ -500,11 +603,17 @@ async fn check_concurrent_completions_one_wins(store: Arc<dyn Store>) {
         store.session(&sid).await.unwrap().unwrap().completed_at,
         Some(winner.created_at)
     );
+    // The session's start and the winner's record; no loser's.
+    assert_eq!(
+        audit_log(&*store).await,
+        vec![started, winner_record.clone()]
+    );
 }
 
 /// Every field of a wallet comes back as written, with and without the
 /// optional keys, at the extremes of the integer fields.
 async fn check_wallet_round_trip(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
     let wallets = [
         secp256k1_wallet(id(0x60, 0x01), 1_700_000_000),
         WalletRecord {
@@ -539,7 +648,7 @@ async fn check_wallet_round_trip(store: Arc<dyn Store>) {
         },
     ];
     for (n, wallet) in wallets.iter().enumerate() {
-        import(&*store, id(0x61, n as u8), wallet).await;
+        import(&*store, &seqs, id(0x61, n as u8), wallet).await;
     }
     for wallet in &wallets {
         assert_eq!(
@@ -558,6 +667,7 @@ async fn check_wallet_round_trip(store: Arc<dyn Store>) {
 /// ids, whatever order they were stored in; `after` is exclusive and need
 /// not name a stored wallet; `limit` caps the page.
 async fn check_list_wallets_pages_in_byte_order(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
     // Ids whose byte order differs from signed, textual-case or
     // insertion order.
     let ids = [
@@ -582,7 +692,7 @@ async fn check_list_wallets_pages_in_byte_order(store: Arc<dyn Store>) {
         })
         .collect();
     for (n, wallet) in wallets.iter().enumerate() {
-        import(&*store, random_id(0x1157, n as u64), wallet).await;
+        import(&*store, &seqs, random_id(0x1157, n as u64), wallet).await;
     }
     wallets.sort_by(|a, b| a.wallet_id.as_bytes().cmp(b.wallet_id.as_bytes()));
     let sorted: Vec<WalletMetadata> = wallets.iter().map(metadata).collect();
@@ -651,8 +761,9 @@ async fn check_list_wallets_pages_in_byte_order(store: Arc<dyn Store>) {
 
 /// `purge_sessions` deletes exactly the sessions that expired strictly
 /// before the cutoff, completed or not, returns how many, and leaves
-/// wallets alone.
+/// wallets and audit records alone.
 async fn check_purge_sessions_by_expiry(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
     let old_open = id(0x70, 0x01);
     let old_done = id(0x70, 0x02);
     let at_cutoff = id(0x70, 0x03);
@@ -669,16 +780,16 @@ async fn check_purge_sessions_by_expiry(store: Arc<dyn Store>) {
         (later_done, 2_000),
     ] {
         store
-            .insert_session(&session(sid, expires_at), &audit())
+            .insert_session(&session(sid, expires_at), &seqs.next())
             .await
             .unwrap();
     }
     store
-        .complete_session(&old_done, 400, &w_old, &audit())
+        .complete_session(&old_done, 400, &w_old, &seqs.next())
         .await
         .unwrap();
     store
-        .complete_session(&later_done, 1_900, &w_later, &audit())
+        .complete_session(&later_done, 1_900, &w_later, &seqs.next())
         .await
         .unwrap();
 
@@ -722,6 +833,341 @@ async fn check_purge_sessions_by_expiry(store: Arc<dyn Store>) {
         all_wallets(&*store).await,
         vec![metadata(&w_old), metadata(&w_later)]
     );
+    assert_eq!(
+        seqs_of(&audit_log(&*store).await),
+        (1..=7).collect::<Vec<_>>()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The suite: audit records
+// ---------------------------------------------------------------------------
+
+/// Storing a record the store already holds is a no-op; a different record
+/// under its seq, whichever field differs, is `Corrupt` and leaves the
+/// stored one as it was.
+async fn check_audit_insert_is_write_once(store: Arc<dyn Store>) {
+    let held = audit(5);
+    store.insert_audit(&held).await.unwrap();
+    store.insert_audit(&held).await.unwrap();
+    assert_eq!(audit_log(&*store).await, vec![held.clone()]);
+
+    let others = [
+        conflicting(&held),
+        AuditRecord {
+            time: held.time + 1,
+            ..held.clone()
+        },
+        AuditRecord {
+            event: AuditEvent::Export,
+            ..held.clone()
+        },
+        AuditRecord {
+            wallet_id: Some(id(0x05, 0x05)),
+            ..held.clone()
+        },
+        AuditRecord {
+            prev_hash: Digest32([0xee; 32]),
+            ..held.clone()
+        },
+        AuditRecord {
+            signature: Signature::from_array([8; 64]),
+            ..held.clone()
+        },
+    ];
+    for other in &others {
+        let err = store.insert_audit(other).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt(_)),
+            "{other:?}: got {err:?}"
+        );
+    }
+    assert_eq!(audit_log(&*store).await, vec![held.clone()]);
+
+    // The held record is still a no-op; its neighbours are unaffected.
+    store.insert_audit(&held).await.unwrap();
+    store.insert_audit(&audit(6)).await.unwrap();
+    store.insert_audit(&audit(4)).await.unwrap();
+    assert_eq!(audit_log(&*store).await, vec![audit(4), held, audit(6)]);
+}
+
+/// `audit_page` returns records in ascending seq order whatever order they
+/// were stored in, each exactly as stored; `after` is exclusive and need
+/// not be stored; `limit` caps the page.
+async fn check_audit_page_by_seq(store: Arc<dyn Store>) {
+    assert_eq!(store.audit_page(0, 10).await.unwrap(), vec![]);
+
+    // One record with every optional field set, at the largest time a
+    // signed 64-bit column can carry.
+    let full = AuditRecord {
+        time: i64::MAX as u64,
+        event: AuditEvent::Export,
+        outcome: "owner_authorization_invalid".to_owned(),
+        session_id: Some(id(0x0e, 0x01)),
+        wallet_id: Some(id(0x0e, 0x02)),
+        key_type: Some(KeyType::Ed25519),
+        recipient_fingerprint: Some(Digest32([0xab; 32])),
+        owner_fingerprint: Some(Digest32([0xcd; 32])),
+        ..audit(6)
+    };
+    let record = |seq: u64| if seq == 6 { full.clone() } else { audit(seq) };
+    for seq in [9, 3, 1, 6, 2, 5] {
+        store.insert_audit(&record(seq)).await.unwrap();
+    }
+    let sorted: Vec<AuditRecord> = [1, 2, 3, 5, 6, 9].into_iter().map(record).collect();
+
+    assert_eq!(store.audit_page(0, 100).await.unwrap(), sorted);
+    assert_eq!(store.audit_page(0, u32::MAX).await.unwrap(), sorted);
+    assert_eq!(store.audit_page(0, 2).await.unwrap(), sorted[..2]);
+    assert_eq!(store.audit_page(0, 0).await.unwrap(), vec![]);
+
+    // `after` is exclusive, stored or not.
+    assert_eq!(store.audit_page(2, 2).await.unwrap(), sorted[2..4]);
+    assert_eq!(store.audit_page(3, 100).await.unwrap(), sorted[3..]);
+    assert_eq!(store.audit_page(4, 100).await.unwrap(), sorted[3..]);
+    assert_eq!(store.audit_page(7, 1).await.unwrap(), sorted[5..]);
+    assert_eq!(store.audit_page(9, 10).await.unwrap(), vec![]);
+    assert_eq!(store.audit_page(1_000, 10).await.unwrap(), vec![]);
+
+    // Paging with the last seq of each page visits every record once.
+    let mut paged = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let page = store.audit_page(cursor, 4).await.unwrap();
+        assert!(page.len() <= 4);
+        let Some(last) = page.last() else { break };
+        cursor = last.seq;
+        paged.extend(page);
+    }
+    assert_eq!(paged, sorted);
+}
+
+/// `audit_contiguous_from(from)` is the largest `s >= from` with every seq
+/// in `from+1..=s` stored: `from` itself when `from+1` is missing.
+async fn check_audit_contiguous_from_stops_at_gaps(store: Arc<dyn Store>) {
+    let expect = |cases: &'static [(u64, u64)]| {
+        let store = Arc::clone(&store);
+        async move {
+            for &(from, want) in cases {
+                assert_eq!(
+                    store.audit_contiguous_from(from).await.unwrap(),
+                    want,
+                    "from {from}"
+                );
+            }
+        }
+    };
+    // Empty: nothing follows anywhere.
+    expect(&[(0, 0), (1, 1), (5, 5)]).await;
+
+    for seq in [9, 3, 1, 6, 2, 5] {
+        store.insert_audit(&audit(seq)).await.unwrap();
+    }
+    expect(&[
+        (0, 3),
+        (1, 3),
+        (2, 3),
+        (3, 3),
+        (4, 6),
+        (5, 6),
+        (6, 6),
+        (7, 7),
+        (8, 9),
+        (9, 9),
+        (10, 10),
+        (1_000, 1_000),
+    ])
+    .await;
+
+    // Filling the gaps moves the answer on.
+    store.insert_audit(&audit(4)).await.unwrap();
+    expect(&[(0, 6), (3, 6), (7, 7)]).await;
+    store.insert_audit(&audit(8)).await.unwrap();
+    store.insert_audit(&audit(7)).await.unwrap();
+    expect(&[(0, 9), (6, 9), (9, 9)]).await;
+}
+
+/// A completion refused with `SessionAlreadyCompleted` or `SessionNotFound`
+/// stores neither its wallet nor its audit record; the record's seq stays
+/// free, so kms-api can store the record on its own afterwards.
+async fn check_failed_completion_stores_no_audit(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
+    let sid = id(0x77, 0x01);
+    let started = seqs.next();
+    let done = seqs.next();
+    store
+        .insert_session(&session(sid, 5_000), &started)
+        .await
+        .unwrap();
+    store
+        .complete_session(&sid, 100, &secp256k1_wallet(id(0x77, 0x02), 100), &done)
+        .await
+        .unwrap();
+
+    let lost = seqs.next();
+    let lost_wallet = secp256k1_wallet(id(0x77, 0x03), 101);
+    let err = store
+        .complete_session(&sid, 101, &lost_wallet, &lost)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::SessionAlreadyCompleted),
+        "got {err:?}"
+    );
+    assert_eq!(store.wallet(&lost_wallet.wallet_id).await.unwrap(), None);
+    assert_eq!(
+        audit_log(&*store).await,
+        vec![started.clone(), done.clone()]
+    );
+    assert_eq!(store.audit_contiguous_from(0).await.unwrap(), 2);
+
+    let err = store
+        .complete_session(&id(0x77, 0x04), 101, &lost_wallet, &lost)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::SessionNotFound), "got {err:?}");
+    assert_eq!(store.wallet(&lost_wallet.wallet_id).await.unwrap(), None);
+    assert_eq!(
+        audit_log(&*store).await,
+        vec![started.clone(), done.clone()]
+    );
+
+    // What kms-api does after losing the race: store the record by itself.
+    store.insert_audit(&lost).await.unwrap();
+    assert_eq!(audit_log(&*store).await, vec![started, done, lost]);
+    assert_eq!(all_wallets(&*store).await.len(), 1);
+}
+
+/// A completion whose audit record conflicts with a stored one fails with
+/// `Corrupt`, stores no wallet, leaves the session open and the stored
+/// record as it was. A completion whose record is already stored as is
+/// (the audit sync copied it first) succeeds.
+async fn check_completion_with_conflicting_audit_stores_nothing(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
+    let sid = id(0x78, 0x01);
+    let started = seqs.next();
+    store
+        .insert_session(&session(sid, 5_000), &started)
+        .await
+        .unwrap();
+    let held = seqs.next();
+    store.insert_audit(&held).await.unwrap();
+
+    let wallet = secp256k1_wallet(id(0x78, 0x02), 1_000);
+    let err = store
+        .complete_session(&sid, 1_000, &wallet, &conflicting(&held))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "got {err:?}");
+    assert_eq!(
+        store.session(&sid).await.unwrap().unwrap().completed_at,
+        None,
+        "session marked completed although its audit record was refused"
+    );
+    assert_eq!(store.wallet(&wallet.wallet_id).await.unwrap(), None);
+    assert_eq!(all_wallets(&*store).await, vec![]);
+    assert_eq!(
+        audit_log(&*store).await,
+        vec![started.clone(), held.clone()]
+    );
+
+    store
+        .complete_session(&sid, 1_000, &wallet, &held)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session(&sid).await.unwrap().unwrap().completed_at,
+        Some(1_000)
+    );
+    assert_eq!(all_wallets(&*store).await, vec![metadata(&wallet)]);
+    assert_eq!(audit_log(&*store).await, vec![started, held]);
+}
+
+/// A session whose audit record conflicts with a stored one fails with
+/// `Corrupt` and is not stored; the stored record stays. A session whose
+/// record is already stored as is (the audit sync copied it first) is
+/// stored.
+async fn check_session_with_conflicting_audit_is_not_stored(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
+    let held = seqs.next();
+    store.insert_audit(&held).await.unwrap();
+
+    let sid = id(0x79, 0x01);
+    let err = store
+        .insert_session(&session(sid, 5_000), &conflicting(&held))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "got {err:?}");
+    assert_eq!(store.session(&sid).await.unwrap(), None);
+    assert_eq!(audit_log(&*store).await, vec![held.clone()]);
+    // Not stored, so not completable either.
+    let err = store
+        .complete_session(
+            &sid,
+            1_000,
+            &secp256k1_wallet(id(0x79, 0x02), 1_000),
+            &seqs.next(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::SessionNotFound), "got {err:?}");
+
+    store
+        .insert_session(&session(sid, 5_000), &held)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session(&sid).await.unwrap(),
+        Some(session(sid, 5_000))
+    );
+    assert_eq!(audit_log(&*store).await, vec![held]);
+}
+
+/// Racing writes of one seq (two kms-api instances storing and copying the
+/// same record): identical records all succeed and one is stored; different
+/// records under one seq leave exactly one stored, and every other write
+/// fails with `Corrupt`.
+async fn check_concurrent_audit_inserts_agree(store: Arc<dyn Store>) {
+    const RACERS: u8 = 16;
+    async fn race(store: &Arc<dyn Store>, records: Vec<AuditRecord>) -> Vec<AuditRecord> {
+        let barrier = Arc::new(tokio::sync::Barrier::new(records.len()));
+        let tasks: Vec<_> = records
+            .into_iter()
+            .map(|record| {
+                let store = Arc::clone(store);
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let result = store.insert_audit(&record).await;
+                    (record, result)
+                })
+            })
+            .collect();
+        let mut stored = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                (record, Ok(())) => stored.push(record),
+                (_, Err(StoreError::Corrupt(_))) => {}
+                (_, Err(other)) => panic!("a racing insert failed with {other:?}"),
+            }
+        }
+        stored
+    }
+
+    let same = audit(1);
+    let stored = race(&store, vec![same.clone(); RACERS as usize]).await;
+    assert_eq!(stored.len(), RACERS as usize, "an identical write failed");
+    assert_eq!(audit_log(&*store).await, vec![same.clone()]);
+
+    let different: Vec<AuditRecord> = (0..RACERS)
+        .map(|n| AuditRecord {
+            signature: Signature::from_array([n; 64]),
+            ..audit(2)
+        })
+        .collect();
+    let winners = race(&store, different).await;
+    assert_eq!(winners.len(), 1, "winning records: {winners:?}");
+    assert_eq!(audit_log(&*store).await, vec![same, winners[0].clone()]);
 }
 
 // ---------------------------------------------------------------------------
@@ -763,6 +1209,7 @@ mod sqlite_only {
         let path = dir.path().join("kms.db");
         let path = path.to_str().unwrap();
 
+        let seqs = Seqs::default();
         let first = SqliteStore::open(path).await.unwrap();
         assert_eq!(
             migrations_applied(&first).await,
@@ -772,11 +1219,13 @@ mod sqlite_only {
         let open_sid = id(0x90, 0x02);
         let mut wallet = secp256k1_wallet(id(0x91, 0x01), 1_234);
         wallet.owner_public_key = Some(owner_key());
-        import(&first, sid, &wallet).await;
+        import(&first, &seqs, sid, &wallet).await;
         first
-            .insert_session(&session(open_sid, 7_777), &audit())
+            .insert_session(&session(open_sid, 7_777), &seqs.next())
             .await
             .unwrap();
+        let log = audit_log(&first).await;
+        assert_eq!(seqs_of(&log), vec![1, 2, 3]);
         first.pool().close().await;
 
         for _ in 0..2 {
@@ -803,7 +1252,7 @@ mod sqlite_only {
                     &sid,
                     9_600,
                     &secp256k1_wallet(id(0x91, 0x02), 9_600),
-                    &audit(),
+                    &seqs.next(),
                 )
                 .await
                 .unwrap_err();
@@ -811,13 +1260,18 @@ mod sqlite_only {
                 matches!(err, StoreError::SessionAlreadyCompleted),
                 "got {err:?}"
             );
+            // The audit log survives too, and the refused completion added
+            // nothing to it.
+            assert_eq!(audit_log(&again).await, log);
+            assert_eq!(again.audit_contiguous_from(0).await.unwrap(), 3);
             let tables: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('wallets', 'import_sessions')",
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'
+                 AND name IN ('wallets', 'import_sessions', 'audit_records')",
             )
             .fetch_one(again.pool())
             .await
             .unwrap();
-            assert_eq!(tables, 2);
+            assert_eq!(tables, 3);
             again.pool().close().await;
         }
 
@@ -880,11 +1334,12 @@ mod sqlite_only {
         let sqlite = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
         let store: &dyn Store = &sqlite;
         let (_, empty_used) = file_bytes(&sqlite).await;
+        let seqs = Seqs::default();
 
         let sessions: Vec<Id> = (0..WALLETS).map(|n| random_id(0x5e55, n)).collect();
         for &sid in &sessions {
             store
-                .insert_session(&session(sid, 10_000), &audit())
+                .insert_session(&session(sid, 10_000), &seqs.next())
                 .await
                 .unwrap();
         }
@@ -894,7 +1349,7 @@ mod sqlite_only {
         for (n, sid) in sessions.iter().enumerate() {
             let wallet = secp256k1_wallet(random_id(0xa11e7, n as u64), 1_700_000_000 + n as u64);
             store
-                .complete_session(sid, 9_000, &wallet, &audit())
+                .complete_session(sid, 9_000, &wallet, &seqs.next())
                 .await
                 .unwrap();
         }
@@ -926,92 +1381,4 @@ mod sqlite_only {
             "{per_wallet_purged} bytes per wallet after purge exceeds {LIMIT}"
         );
     }
-}
-
-// ---------------------------------------------------------------------------
-// Audit records
-
-/// The same record twice is a no-op; another record under its seq is
-/// refused and the stored one stays.
-async fn check_audit_records_are_write_once(store: Arc<dyn Store>) {
-    let r = audit_at(5);
-    store.insert_audit(&r).await.unwrap();
-    store.insert_audit(&r).await.unwrap();
-    let mut other = audit_at(5);
-    other.outcome = "authorization_failed".into();
-    assert!(matches!(
-        store.insert_audit(&other).await,
-        Err(StoreError::Corrupt(_))
-    ));
-    assert_eq!(store.audit_page(0, 10).await.unwrap(), vec![r]);
-}
-
-/// Paging is by seq whatever the insert order; the contiguous watermark
-/// stops at the first gap.
-async fn check_audit_pages_and_gaps(store: Arc<dyn Store>) {
-    assert_eq!(store.audit_contiguous_from(0).await.unwrap(), 0);
-    for seq in [9, 3, 1, 6, 2, 5] {
-        store.insert_audit(&audit_at(seq)).await.unwrap();
-    }
-    let seqs = |v: Vec<AuditRecord>| v.into_iter().map(|r| r.seq).collect::<Vec<_>>();
-    assert_eq!(
-        seqs(store.audit_page(0, 100).await.unwrap()),
-        vec![1, 2, 3, 5, 6, 9]
-    );
-    assert_eq!(seqs(store.audit_page(2, 2).await.unwrap()), vec![3, 5]);
-    assert_eq!(
-        seqs(store.audit_page(9, 10).await.unwrap()),
-        Vec::<u64>::new()
-    );
-    for (from, want) in [(0, 3), (3, 3), (4, 6), (6, 6), (7, 7), (8, 9), (9, 9)] {
-        assert_eq!(
-            store.audit_contiguous_from(from).await.unwrap(),
-            want,
-            "from {from}"
-        );
-    }
-}
-
-/// A completion that loses stores neither its wallet nor its audit record;
-/// a session whose record conflicts is not stored either.
-async fn check_audit_record_is_part_of_the_transaction(store: Arc<dyn Store>) {
-    let sid = id(0x77, 0x01);
-    store
-        .insert_session(&session(sid, 5_000), &audit_at(1))
-        .await
-        .unwrap();
-    store
-        .complete_session(
-            &sid,
-            100,
-            &secp256k1_wallet(id(0x77, 0x02), 100),
-            &audit_at(2),
-        )
-        .await
-        .unwrap();
-    let lost = store
-        .complete_session(
-            &sid,
-            101,
-            &secp256k1_wallet(id(0x77, 0x03), 101),
-            &audit_at(3),
-        )
-        .await;
-    assert!(matches!(lost, Err(StoreError::SessionAlreadyCompleted)));
-    let stored: Vec<u64> = store
-        .audit_page(0, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.seq)
-        .collect();
-    assert_eq!(stored, vec![1, 2]);
-    let mut clash = audit_at(1);
-    clash.outcome = "different".into();
-    let other = id(0x77, 0x04);
-    assert!(store
-        .insert_session(&session(other, 5_000), &clash)
-        .await
-        .is_err());
-    assert!(store.session(&other).await.unwrap().is_none());
 }
