@@ -292,7 +292,7 @@ impl Store for SqliteStore {
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT record FROM audit_records WHERE seq > ? ORDER BY seq LIMIT ?",
         )
-        .bind(to_i64(after)?)
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -302,8 +302,12 @@ impl Store for SqliteStore {
     }
 
     async fn audit_contiguous_from(&self, from: u64) -> Result<u64, StoreError> {
+        // No stored seq exceeds i64::MAX, so nothing follows such a `from`.
+        let Some(next) = from.checked_add(1).and_then(|n| i64::try_from(n).ok()) else {
+            return Ok(from);
+        };
         let next: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_records WHERE seq = ?")
-            .bind(to_i64(from + 1)?)
+            .bind(next)
             .fetch_optional(&self.pool)
             .await?;
         if next.is_none() {
