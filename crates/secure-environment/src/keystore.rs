@@ -40,6 +40,8 @@ pub enum KeystoreError {
         #[source]
         source: KeySetError,
     },
+    #[error("the key set {keyset} is missing but the audit log {audit} exists; refusing to create a new key set (restore the key set from a backup)")]
+    KeySetMissing { keyset: PathBuf, audit: PathBuf },
     #[error("could not generate the key set: {0}")]
     Generate(#[from] kms_crypto::CryptoError),
 }
@@ -108,6 +110,16 @@ pub fn load_or_create(
         })?;
         (keys, false)
     } else {
+        // A data dir with history but no key set has lost it (or had it
+        // removed): creating a new one would orphan the wallets and the
+        // pinned identity, and overwrite identity.pub.
+        let audit_path = data_dir.join(crate::audit::AUDIT_FILE);
+        if audit_path.exists() {
+            return Err(KeystoreError::KeySetMissing {
+                keyset: keyset_path,
+                audit: audit_path,
+            });
+        }
         let root = if root_path.exists() {
             read_root_key(&root_path)?
         } else {
@@ -263,6 +275,22 @@ mod tests {
             Err(KeystoreError::RootKeyMissing { .. })
         ));
         assert_eq!(fs::read(data.join(KEYSET_FILE)).unwrap(), before);
+    }
+
+    #[test]
+    fn a_lost_key_set_is_not_replaced_where_history_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("se");
+        drop(load_or_create(&data, None).unwrap());
+        let pinned = fs::read(data.join(IDENTITY_FILE)).unwrap();
+        fs::write(data.join(crate::audit::AUDIT_FILE), b"").unwrap();
+        fs::remove_file(data.join(KEYSET_FILE)).unwrap();
+        assert!(matches!(
+            load_or_create(&data, None),
+            Err(KeystoreError::KeySetMissing { .. })
+        ));
+        assert!(!data.join(KEYSET_FILE).exists());
+        assert_eq!(fs::read(data.join(IDENTITY_FILE)).unwrap(), pinned);
     }
 
     #[test]
