@@ -287,14 +287,8 @@ async fn list_wallets(
     State(s): State<AppState>,
     q: ListQuery,
 ) -> Result<Json<WalletPage>, ApiError> {
-    let mut wallets = s.store.list_wallets(q.after.as_ref(), q.limit + 1).await?;
-    let more = wallets.len() > q.limit as usize;
-    wallets.truncate(q.limit as usize);
-    let next = if more {
-        wallets.last().map(|w| w.wallet_id)
-    } else {
-        None
-    };
+    let fetched = s.store.list_wallets(q.after.as_ref(), q.limit + 1).await?;
+    let (wallets, next) = page(fetched, q.limit, |w| w.wallet_id);
     Ok(Json(WalletPage { wallets, next }))
 }
 
@@ -350,15 +344,19 @@ async fn export_wallet(
         (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
     ))]
 async fn audit(State(s): State<AppState>, q: AuditQuery) -> Result<Json<AuditPage>, ApiError> {
-    let mut records = s.store.audit_page(q.after, q.limit + 1).await?;
-    let more = records.len() > q.limit as usize;
-    records.truncate(q.limit as usize);
-    let next = if more {
-        records.last().map(|r| r.seq)
-    } else {
-        None
-    };
+    let fetched = s.store.audit_page(q.after, q.limit + 1).await?;
+    let (records, next) = page(fetched, q.limit, |r| r.seq);
     Ok(Json(AuditPage { records, next }))
+}
+
+/// Cuts `limit + 1` fetched items to a page of `limit`; `next` is the last
+/// key of the page when more follow (PROTOCOL.md §5).
+fn page<T, K>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> K) -> (Vec<T>, Option<K>) {
+    let limit = limit as usize;
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next = if more { items.last().map(key) } else { None };
+    (items, next)
 }
 
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
