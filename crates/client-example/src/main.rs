@@ -33,7 +33,10 @@ const DEFAULT_IDENTITY_FILE: &str = "data/secure-environment/identity.pub";
 
 fn short(bytes: &[u8]) -> String {
     let h = kms_crypto::hex(bytes);
-    format!("{}…{}", &h[..8], &h[h.len() - 8..])
+    match (h.get(..8), h.get(h.len().saturating_sub(8)..)) {
+        (Some(head), Some(tail)) if h.len() > 16 => format!("{head}…{tail}"),
+        _ => h,
+    }
 }
 
 #[tokio::main]
@@ -56,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "1. attestation         provider {}, identity matches the pin, measurement {}…",
         att.provider,
-        &att.measurement[..16]
+        att.measurement.get(..16).unwrap_or(&att.measurement)
     );
 
     let session = kms

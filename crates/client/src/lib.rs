@@ -174,6 +174,13 @@ impl KmsClient {
                 "attested identity key is not the pinned one",
             ));
         }
+        // The relay supplies this text; accept only PROTOCOL.md §1's shape.
+        let hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+        if a.measurement.len() != 64 || !a.measurement.bytes().all(hex) {
+            return Err(ClientError::InvalidResponse(
+                "measurement is not a lowercase hex SHA-256".to_owned(),
+            ));
+        }
         Ok(a)
     }
 
