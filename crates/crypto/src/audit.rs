@@ -36,6 +36,8 @@ pub fn seal_record(
         key_type: entry.key_type,
         recipient_fingerprint: entry.recipient_fingerprint,
         owner_fingerprint: entry.owner_fingerprint,
+        data_key_id: entry.data_key_id,
+        master_key_version: entry.master_key_version,
         prev_hash,
         signature,
     })

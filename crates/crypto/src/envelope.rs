@@ -12,7 +12,13 @@
 //! sealed_state (format 1) = u8(1) ‖ u32be(mk_version) ‖ nonce[12] ‖ AES-256-GCM(session_seal_key, scalar[32])
 //!   session_seal_key = HKDF-SHA256(master[mk_version], salt = "", info = "kms/session-seal/v1")
 //!   aad = "kms/session-state/v1" ‖ 0x00 ‖ u8(1) ‖ u32be(mk_version) ‖ session_id[16] ‖ u64be(expires_at)
+//! data key (format 1)     = u8(1) ‖ u32be(mk_version) ‖ data_key_id[16] ‖ nonce[12] ‖ AES-256-GCM(data_key_wrap_key, data_key[32])
+//!   data_key_wrap_key = HKDF-SHA256(master[mk_version], salt = "", info = "kms/data-key-wrap/v1")
+//!   aad = "kms/data-key/v1" ‖ 0x00 ‖ u8(1) ‖ u32be(mk_version) ‖ data_key_id[16] ‖ canonical(encryption_context)
 //! ```
+//! Re-wrapping a wallet (master-key rotation) opens `wrapped_key` under its
+//! version and wraps the same data key under the current one; the
+//! wallet's `ciphertext` is unchanged.
 
 use kms_protocol::{Id, KeyType, P256PublicKey};
 
@@ -198,6 +204,102 @@ pub fn open_wallet(
         .map_err(|_| EnvelopeError::Open)
 }
 
+/// Moves a wallet's data key to the current master key version. A key
+/// already there is returned unchanged. The data key itself never changes,
+/// so `ciphertext` stays valid.
+pub fn rewrap_wallet_key(
+    keys: &KeySet,
+    wallet_id: &Id,
+    wrapped_key: &[u8],
+) -> Result<(u32, Vec<u8>), EnvelopeError> {
+    let (version, wrapped) = split_versioned(wrapped_key)?;
+    let (current, current_key) = current_master(keys)?;
+    if version == current {
+        return Ok((version, wrapped_key.to_vec()));
+    }
+    let master = keys
+        .master_key(version)
+        .ok_or(EnvelopeError::UnknownKeyVersion(version))?;
+    let data_key = aead::decrypt(master, &wrap_aad(version, wallet_id), wrapped)?;
+    if data_key.len() != 32 {
+        return Err(EnvelopeError::Open);
+    }
+    let mut out = Vec::with_capacity(5 + 12 + 32 + 16);
+    out.push(FORMAT);
+    out.extend_from_slice(&current.to_be_bytes());
+    aead::encrypt(
+        current_key,
+        &wrap_aad(current, wallet_id),
+        data_key.expose(),
+        &mut out,
+    )?;
+    Ok((current, out))
+}
+
+fn data_key_aad(version: u32, id: &Id, context: &[u8]) -> Vec<u8> {
+    let mut a = labels::DATA_KEY_AAD.to_vec();
+    a.push(0);
+    a.push(FORMAT);
+    a.extend_from_slice(&version.to_be_bytes());
+    a.extend_from_slice(id.as_bytes());
+    a.extend_from_slice(context);
+    a
+}
+
+/// The key that wraps callers' data keys under master key `version`.
+fn data_key_wrap_key(keys: &KeySet, version: u32) -> Result<SecretKey, EnvelopeError> {
+    let master = keys
+        .master_key(version)
+        .ok_or(EnvelopeError::UnknownKeyVersion(version))?;
+    Ok(kdf::derive_key(master, labels::DATA_KEY_WRAP_KDF)?)
+}
+
+/// Wraps a caller's data key under the current master key version, bound
+/// to its id and the canonical encryption context.
+pub fn wrap_data_key(
+    keys: &KeySet,
+    data_key_id: &Id,
+    context: &[u8],
+    data_key: &SecretKey,
+) -> Result<(u32, Vec<u8>), CryptoError> {
+    let version = keys.current_version();
+    let k = data_key_wrap_key(keys, version)
+        .map_err(|_| CryptoError::Unsupported("current master key missing"))?;
+    let mut out = Vec::with_capacity(5 + 16 + 12 + 32 + 16);
+    out.push(FORMAT);
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(data_key_id.as_bytes());
+    aead::encrypt(&k, &data_key_aad(version, data_key_id, context), data_key.expose(), &mut out)?;
+    Ok((version, out))
+}
+
+/// The version and id a wrapped data key claims, without opening it.
+pub fn data_key_header(wrapped: &[u8]) -> Result<(u32, Id), EnvelopeError> {
+    let (version, rest) = split_versioned(wrapped)?;
+    let id: [u8; 16] = rest
+        .get(..16)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(EnvelopeError::Format)?;
+    if rest.len() != 16 + 12 + 32 + 16 {
+        return Err(EnvelopeError::Format);
+    }
+    Ok((version, Id::from_bytes(id)))
+}
+
+/// Opens a wrapped data key; the encryption context must be the one it was
+/// wrapped with.
+pub fn unwrap_data_key(
+    keys: &KeySet,
+    wrapped: &[u8],
+    context: &[u8],
+) -> Result<(u32, Id, SecretKey), EnvelopeError> {
+    let (version, id) = data_key_header(wrapped)?;
+    let k = data_key_wrap_key(keys, version)?;
+    let plain = aead::decrypt(&k, &data_key_aad(version, &id, context), &wrapped[5 + 16..])?;
+    let key = SecretKey::from_slice(plain.expose()).ok_or(EnvelopeError::Open)?;
+    Ok((version, id, key))
+}
+
 fn session_key(keys: &KeySet, version: u32) -> Result<SecretKey, EnvelopeError> {
     let master = keys
         .master_key(version)
@@ -255,6 +357,64 @@ pub fn open_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewrap_keeps_the_data_key_and_moves_the_version() {
+        let keys = KeySet::generate().unwrap();
+        let id = Id::from_bytes([4; 16]);
+        let sealed = seal_wallet(&keys, &id, &material()).unwrap();
+        let (v, same) = rewrap_wallet_key(&keys, &id, &sealed.wrapped_key).unwrap();
+        assert_eq!((v, &same), (1, &sealed.wrapped_key));
+        let rotated = keys.rotated().unwrap();
+        let (v, moved) = rewrap_wallet_key(&rotated, &id, &sealed.wrapped_key).unwrap();
+        assert_eq!(v, 2);
+        assert_eq!(&moved[..5], &[1, 0, 0, 0, 2]);
+        let m = open_wallet(&rotated, &id, KeyType::Secp256k1, &moved, &sealed.ciphertext).unwrap();
+        assert_eq!(m.private_key().expose(), &[7; 32]);
+        // Bound to the wallet id.
+        let other = Id::from_bytes([5; 16]);
+        assert_eq!(
+            rewrap_wallet_key(&rotated, &other, &sealed.wrapped_key).unwrap_err(),
+            EnvelopeError::Open
+        );
+        // Once version 1 is retired only the moved key opens.
+        let retired = rotated.retired(1).unwrap();
+        assert_eq!(
+            rewrap_wallet_key(&retired, &id, &sealed.wrapped_key).unwrap_err(),
+            EnvelopeError::UnknownKeyVersion(1)
+        );
+        assert!(open_wallet(&retired, &id, KeyType::Secp256k1, &moved, &sealed.ciphertext).is_ok());
+    }
+
+    #[test]
+    fn data_keys_bind_context_and_survive_rotation() {
+        let keys = KeySet::generate().unwrap();
+        let id = Id::from_bytes([9; 16]);
+        let dk = SecretKey::from_array([3; 32]);
+        let (v, wrapped) = wrap_data_key(&keys, &id, b"\x00\x00", &dk).unwrap();
+        assert_eq!(v, 1);
+        assert_eq!(wrapped.len(), kms_protocol::data_key::WRAPPED_DATA_KEY_LEN);
+        assert_eq!(data_key_header(&wrapped).unwrap(), (1, id));
+        let rotated = keys.rotated().unwrap();
+        let (v, got_id, got) = unwrap_data_key(&rotated, &wrapped, b"\x00\x00").unwrap();
+        assert!(v == 1 && got_id == id && got.ct_eq(&dk));
+        assert_eq!(
+            unwrap_data_key(&rotated, &wrapped, b"\x00\x01").unwrap_err(),
+            EnvelopeError::Open
+        );
+        for i in 0..wrapped.len() {
+            let mut bad = wrapped.clone();
+            bad[i] ^= 1;
+            assert!(unwrap_data_key(&rotated, &bad, b"\x00\x00").is_err(), "byte {i}");
+        }
+        // A data-key wrap is not a wallet-key wrap (separate derived key).
+        assert!(rewrap_wallet_key(&rotated, &id, &wrapped).is_err());
+        let retired = rotated.retired(1).unwrap();
+        assert_eq!(
+            unwrap_data_key(&retired, &wrapped, b"\x00\x00").unwrap_err(),
+            EnvelopeError::UnknownKeyVersion(1)
+        );
+    }
 
     fn material() -> KeyMaterial {
         KeyMaterial::new(KeyType::Secp256k1, SecretBytes::new(vec![7; 32]), None).unwrap()

@@ -18,9 +18,83 @@ pub fn derive_key(ikm: &SecretKey, label: &[u8]) -> Result<SecretKey, CryptoErro
     Ok(out)
 }
 
+/// Argon2id cost parameters (RFC 9106), stored beside what they protect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Argon2Params {
+    /// RFC 9106's second recommended option (64 MiB, 3 passes, 4 lanes),
+    /// with one lane: the secure environment derives it once per start.
+    pub const DEFAULT: Self = Self {
+        memory_kib: 64 * 1024,
+        iterations: 3,
+        parallelism: 1,
+    };
+    /// Bounds accepted when reading stored parameters, so a tampered file
+    /// cannot make a start cost hours or exhaust memory.
+    pub const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+    pub const MAX_ITERATIONS: u32 = 64;
+    pub const MAX_PARALLELISM: u32 = 16;
+
+    pub fn within_bounds(&self) -> bool {
+        (1..=Self::MAX_PARALLELISM).contains(&self.parallelism)
+            && (1..=Self::MAX_ITERATIONS).contains(&self.iterations)
+            && self.memory_kib >= 8 * self.parallelism
+            && self.memory_kib <= Self::MAX_MEMORY_KIB
+    }
+}
+
+/// Derives a 32-byte key from a passphrase with Argon2id (version 0x13).
+pub fn argon2id(
+    passphrase: &[u8],
+    salt: &[u8],
+    params: Argon2Params,
+) -> Result<SecretKey, CryptoError> {
+    if !params.within_bounds() {
+        return Err(CryptoError::Unsupported("argon2 parameters out of bounds"));
+    }
+    let p = argon2::Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        Some(32),
+    )
+    .map_err(|_| CryptoError::Unsupported("argon2 parameters"))?;
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
+    let mut out = SecretKey::from_array([0; 32]);
+    a.hash_password_into(passphrase, salt, out.expose_mut())
+        .map_err(|_| CryptoError::Unsupported("argon2 input"))?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The derivation is a function of passphrase and salt; stored
+    /// parameters outside the bounds are refused before any work.
+    #[test]
+    fn argon2id_is_deterministic_and_bounded() {
+        let p = Argon2Params {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let a = argon2id(b"passphrase", b"saltsaltsaltsalt", p).unwrap();
+        let b = argon2id(b"passphrase", b"saltsaltsaltsalt", p).unwrap();
+        let c = argon2id(b"passphrasf", b"saltsaltsaltsalt", p).unwrap();
+        assert!(a.ct_eq(&b) && !a.ct_eq(&c));
+        let huge = Argon2Params {
+            memory_kib: u32::MAX,
+            ..p
+        };
+        assert!(argon2id(b"x", b"saltsaltsaltsalt", huge).is_err());
+        assert!(Argon2Params::DEFAULT.within_bounds());
+    }
 
     #[test]
     fn labels_separate_keys() {

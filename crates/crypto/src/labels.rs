@@ -24,6 +24,19 @@ pub const WALLET_KEY_WRAP_AAD: &[u8] = b"kms/wallet-key-wrap/v1";
 pub const WALLET_MATERIAL_AAD: &[u8] = b"kms/wallet-material/v1";
 /// AAD label of the key set sealed under the root key.
 pub const KEYSET_AAD: &[u8] = b"kms/keyset/v1";
+/// AAD label of the key set sealed under a provider-wrapped key-set key (format 2).
+pub const KEYSET_AAD_V2: &[u8] = b"kms/keyset/v2";
+/// AAD label a root-key provider binds to the key-set key it wraps.
+pub const KEYSET_KEY_WRAP: &[u8] = b"kms/keyset-key/v1";
+/// HKDF `info` deriving, from a master key, the key that wraps data keys
+/// handed to callers (`POST /v1/data-keys`).
+pub const DATA_KEY_WRAP_KDF: &[u8] = b"kms/data-key-wrap/v1";
+/// AAD label of a caller's data key wrapped under the data-key wrapping key.
+pub const DATA_KEY_AAD: &[u8] = b"kms/data-key/v1";
+/// HPKE `info` prefix of a data key sealed to its recipient.
+pub const DATA_KEY_SEAL: &[u8] = b"kms/data-key-seal/v1";
+/// Signature context of a data-key response.
+pub const DATA_KEY_RESPONSE: &[u8] = b"kms/data-key-response/v1";
 
 #[cfg(test)]
 mod tests {
@@ -41,9 +54,15 @@ mod tests {
             super::WALLET_KEY_WRAP_AAD,
             super::WALLET_MATERIAL_AAD,
             super::KEYSET_AAD,
+            super::KEYSET_AAD_V2,
+            super::KEYSET_KEY_WRAP,
+            super::DATA_KEY_WRAP_KDF,
+            super::DATA_KEY_AAD,
+            super::DATA_KEY_SEAL,
+            super::DATA_KEY_RESPONSE,
         ];
         for (i, a) in all.iter().enumerate() {
-            assert!(a.starts_with(b"kms/") && a.ends_with(b"/v1"));
+            assert!(a.starts_with(b"kms/") && (a.ends_with(b"/v1") || a.ends_with(b"/v2")));
             assert!(!a.contains(&0));
             for b in &all[i + 1..] {
                 assert_ne!(a, b);

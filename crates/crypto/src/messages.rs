@@ -70,6 +70,28 @@ pub fn export_bundle(wallet_id: &Id, recipient: &P256PublicKey, encrypted_key: &
     m
 }
 
+/// Data-key response (`docs/data-keys.md`):
+/// `"kms/data-key-response/v1" ‖ 0x00 ‖ data_key_id[16] ‖ u32be(master_key_version)
+///  ‖ SHA-256(wrapped_key)[32] ‖ recipient_public_key[65] ‖ SHA-256(encrypted_key)[32]
+///  ‖ SHA-256(canonical(encryption_context))[32]`.
+pub fn data_key_response(
+    data_key_id: &Id,
+    master_key_version: u32,
+    wrapped_key: &[u8],
+    recipient: &P256PublicKey,
+    encrypted_key: &[u8],
+    context: &[u8],
+) -> Vec<u8> {
+    let mut m = start(labels::DATA_KEY_RESPONSE, 16 + 4 + 32 + 65 + 32 + 32);
+    m.extend_from_slice(data_key_id.as_bytes());
+    m.extend_from_slice(&master_key_version.to_be_bytes());
+    m.extend_from_slice(&sha256(wrapped_key));
+    m.extend_from_slice(recipient.as_bytes());
+    m.extend_from_slice(&sha256(encrypted_key));
+    m.extend_from_slice(&sha256(context));
+    m
+}
+
 /// Owner's export authorization (§6):
 /// `"kms/export-request/v1" ‖ 0x00 ‖ wallet_id[16] ‖ recipient_public_key[65]
 ///  ‖ u64be(expires_at) ‖ SHA-256(nonce)[32]`.

@@ -12,7 +12,12 @@
 //!   ‖ u8(len(owner_fingerprint)) ‖ owner_fingerprint
 //! ```
 //! An absent field has length 0; ids are 16 bytes, fingerprints 32
-//! (SHA-256 of the 65-byte public key). `signature` is the identity key's
+//! (SHA-256 of the 65-byte public key). Records of key-set changes and data
+//! keys carry two more fields, appended only when either is present (so
+//! every earlier record's body is unchanged):
+//! ```text
+//!   ‖ u8(len(data_key_id)) ‖ data_key_id ‖ u8(len(master_key_version)) ‖ u32be(master_key_version)
+//! ``` `signature` is the identity key's
 //! ECDSA P-256 / SHA-256 signature (P1363) over the body; the record's hash
 //! is `SHA-256(body ‖ signature)`, and the next record carries it as
 //! `prev_hash`. The first record (seq 1) has 32 zero bytes as `prev_hash`.
@@ -43,6 +48,16 @@ pub enum AuditEvent {
     Import,
     /// An export was granted or refused (§4, §6).
     Export,
+    /// A new master key version became current.
+    MasterKeyRotated,
+    /// A master key version was retired (deleted from the key set).
+    MasterKeyRetired,
+    /// The key set was re-sealed under another root key or provider.
+    KeysetResealed,
+    /// A data key was generated (`POST /v1/data-keys`).
+    DataKeyGenerated,
+    /// A data key was decrypted, or its decryption refused.
+    DataKeyDecrypted,
 }
 
 impl AuditEvent {
@@ -53,6 +68,11 @@ impl AuditEvent {
             Self::ImportSessionStarted => "import_session_started",
             Self::Import => "import",
             Self::Export => "export",
+            Self::MasterKeyRotated => "master_key_rotated",
+            Self::MasterKeyRetired => "master_key_retired",
+            Self::KeysetResealed => "keyset_resealed",
+            Self::DataKeyGenerated => "data_key_generated",
+            Self::DataKeyDecrypted => "data_key_decrypted",
         }
     }
 }
@@ -119,6 +139,12 @@ pub struct AuditRecord {
     pub recipient_fingerprint: Option<Digest32>,
     /// SHA-256 of the owner's 65-byte public key (owner-bound wallets).
     pub owner_fingerprint: Option<Digest32>,
+    /// The data key (data-key events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_key_id: Option<Id>,
+    /// The master key version concerned (rotation, retirement, data keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key_version: Option<u32>,
     pub prev_hash: Digest32,
     pub signature: Signature,
 }
@@ -134,6 +160,8 @@ pub struct AuditEntry {
     pub key_type: Option<KeyType>,
     pub recipient_fingerprint: Option<Digest32>,
     pub owner_fingerprint: Option<Digest32>,
+    pub data_key_id: Option<Id>,
+    pub master_key_version: Option<u32>,
 }
 
 impl AuditEntry {
@@ -146,6 +174,8 @@ impl AuditEntry {
             key_type: None,
             recipient_fingerprint: None,
             owner_fingerprint: None,
+            data_key_id: None,
+            master_key_version: None,
         }
     }
 }
@@ -200,6 +230,17 @@ pub fn signed_body(seq: u64, time: u64, prev_hash: &Digest32, e: &AuditEntry) ->
             .map(|d| &d.0[..])
             .unwrap_or_default(),
     );
+    if e.data_key_id.is_some() || e.master_key_version.is_some() {
+        push_short(
+            &mut m,
+            e.data_key_id
+                .as_ref()
+                .map(|i| &i.as_bytes()[..])
+                .unwrap_or_default(),
+        );
+        let v = e.master_key_version.map(u32::to_be_bytes);
+        push_short(&mut m, v.as_ref().map(|b| &b[..]).unwrap_or_default());
+    }
     m
 }
 
@@ -213,6 +254,8 @@ impl AuditRecord {
             key_type: self.key_type,
             recipient_fingerprint: self.recipient_fingerprint,
             owner_fingerprint: self.owner_fingerprint,
+            data_key_id: self.data_key_id,
+            master_key_version: self.master_key_version,
         }
     }
 
@@ -260,6 +303,11 @@ mod tests {
         assert_eq!(b[97], 32);
         assert_eq!(b[130], 0); // no owner
         assert_eq!(b.len(), 131);
+        // The optional tail appears only when one of its fields is set.
+        e.master_key_version = Some(3);
+        let t = signed_body(7, 9, &Digest32([1; 32]), &e);
+        assert_eq!(&t[..131], &b[..]);
+        assert_eq!(&t[131..], b"\x00\x04\x00\x00\x00\x03");
     }
 
     #[test]

@@ -20,6 +20,79 @@ pub const PATH_IMPORT: &str = "/internal/v1/import";
 pub const PATH_EXPORT: &str = "/internal/v1/export";
 /// `GET /internal/v1/audit?after=SEQ&limit=N` → [`crate::audit::AuditPage`].
 pub const PATH_AUDIT: &str = "/internal/v1/audit";
+/// `POST` [`crate::data_key::GenerateDataKey`] → [`DataKeyIssued`].
+pub const PATH_DATA_KEYS: &str = "/internal/v1/data-keys";
+/// `POST` [`crate::data_key::DecryptDataKey`] → [`DataKeyIssued`].
+pub const PATH_DATA_KEYS_DECRYPT: &str = "/internal/v1/data-keys/decrypt";
+/// `GET` → [`KeysStatus`].
+pub const PATH_KEYS: &str = "/internal/v1/keys";
+/// `POST` (empty body) → [`KeysChanged`]: a new master key version, current at once.
+pub const PATH_KEYS_ROTATE: &str = "/internal/v1/keys/rotate";
+/// `POST` [`RetireKey`] → [`KeysChanged`].
+pub const PATH_KEYS_RETIRE: &str = "/internal/v1/keys/retire";
+/// `POST` [`Rewrap`] → [`Rewrapped`].
+pub const PATH_REWRAP: &str = "/internal/v1/rewrap";
+
+/// Most wallets in one [`Rewrap`] batch.
+pub const REWRAP_BATCH_MAX: usize = 1000;
+
+/// A data key issued or decrypted, and its audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataKeyIssued {
+    pub data_key: crate::data_key::DataKey,
+    pub audit: AuditRecord,
+}
+
+/// The key set's master-key versions (never a key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KeysStatus {
+    /// The root-key provider sealing the key set.
+    pub provider: String,
+    pub current_version: u32,
+    /// Versions held, ascending.
+    pub versions: Vec<u32>,
+    /// Versions retired, ascending: never decrypt again, never reused.
+    pub retired: Vec<u32>,
+}
+
+/// `POST /internal/v1/keys/retire`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetireKey {
+    pub version: u32,
+}
+
+/// Reply to a rotation or a retirement: the new status and its audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysChanged {
+    pub status: KeysStatus,
+    pub audit: AuditRecord,
+}
+
+/// A wallet's wrapped data key, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedWalletKey {
+    pub wallet_id: Id,
+    pub master_key_version: u32,
+    pub wrapped_key: Bytes,
+}
+
+/// `POST /internal/v1/rewrap`: data keys to move to the current version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rewrap {
+    pub wallets: Vec<WrappedWalletKey>,
+}
+
+/// Reply to [`Rewrap`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rewrapped {
+    pub current_version: u32,
+    /// The wallets that re-wrapped (or were already current), in order.
+    pub wallets: Vec<WrappedWalletKey>,
+    /// Wallets whose stored key did not open (a damaged record): left as
+    /// they are and reported.
+    pub failed: Vec<Id>,
+}
 
 /// `GET /internal/v1/identity`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

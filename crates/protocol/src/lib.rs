@@ -4,6 +4,7 @@
 pub mod api;
 pub mod audit;
 pub mod b64;
+pub mod data_key;
 pub mod error;
 pub mod id;
 pub mod internal;

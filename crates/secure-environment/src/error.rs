@@ -38,6 +38,25 @@ pub enum EnvError {
     /// The audit record could not be written, so the result is withheld (503).
     #[error("audit log unavailable: {0}")]
     AuditUnavailable(#[from] crate::audit::AuditLogError),
+    /// A wrapped data key that is not one this service writes (400).
+    #[error("wrapped_key is not a data key of this service")]
+    MalformedDataKey,
+    /// A wrapped data key under a retired master key version (422).
+    #[error("master key version {0} is retired")]
+    RetiredVersion(u32),
+    /// A wrapped data key under a version this key set never held (422).
+    #[error("master key version {0} is unknown to this key set")]
+    UnknownVersion(u32),
+    /// An administrative key-set change that cannot be made (400).
+    #[error("{0}")]
+    KeyChange(#[from] kms_crypto::keyset::ChangeError),
+    /// The key set could not be re-sealed (provider or disk); nothing
+    /// changed (503).
+    #[error("the key set could not be saved: {0}")]
+    KeySetStore(String),
+    /// A request the secure environment will not serve as sent (400).
+    #[error("{0}")]
+    BadRequest(&'static str),
 }
 
 impl EnvError {
@@ -51,7 +70,13 @@ impl EnvError {
             Self::DecryptionFailed => ErrorCode::DecryptionFailed,
             Self::InvalidKeyMaterial(_) => ErrorCode::InvalidKeyMaterial,
             Self::StoredRecord(_) | Self::Crypto(_) => ErrorCode::InternalError,
-            Self::AuditUnavailable(_) => ErrorCode::Unavailable,
+            Self::AuditUnavailable(_) | Self::KeySetStore(_) => ErrorCode::Unavailable,
+            Self::MalformedDataKey | Self::BadRequest(_) => ErrorCode::InvalidRequest,
+            Self::RetiredVersion(_) | Self::UnknownVersion(_) => ErrorCode::DecryptionFailed,
+            Self::KeyChange(kms_crypto::keyset::ChangeError::UnknownVersion(_)) => {
+                ErrorCode::NotFound
+            }
+            Self::KeyChange(_) => ErrorCode::InvalidRequest,
         }
     }
 
@@ -72,6 +97,23 @@ impl EnvError {
             Self::InvalidKeyMaterial(_) => "the plaintext is not valid key material",
             Self::StoredRecord(_) | Self::Crypto(_) => "internal error",
             Self::AuditUnavailable(_) => "the audit log cannot be written; retry shortly",
+            Self::MalformedDataKey => "wrapped_key is not a data key of this service",
+            Self::RetiredVersion(_) => {
+                "wrapped_key is under a retired master key version and can no longer be decrypted"
+            }
+            Self::UnknownVersion(_) => "wrapped_key is under a master key version this service does not hold",
+            Self::KeyChange(kms_crypto::keyset::ChangeError::UnknownVersion(_)) => {
+                "no such master key version"
+            }
+            Self::KeyChange(kms_crypto::keyset::ChangeError::RetireCurrent(_)) => {
+                "the current master key version cannot be retired; rotate first"
+            }
+            Self::KeyChange(kms_crypto::keyset::ChangeError::AlreadyRetired(_)) => {
+                "that master key version is already retired"
+            }
+            Self::KeyChange(_) => "the key set cannot be changed as asked",
+            Self::KeySetStore(_) => "the key set cannot be saved right now; nothing changed",
+            Self::BadRequest(m) => m,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod hardening;
 pub mod keystore;
+pub mod root;
 pub mod runtime;
 pub mod server;
 

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Some(Command::Identity) => print_identity(&cli),
+        Some(Command::Reseal(ref to)) => reseal(&cli, to),
         None => serve(cli),
     };
     match result {
@@ -38,17 +39,49 @@ fn main() -> ExitCode {
 }
 
 fn load(cli: &Cli) -> anyhow::Result<keystore::Loaded> {
-    let loaded = keystore::load_or_create(&cli.data_dir, cli.root_key_file.as_deref())?;
+    let spec = cli.root.spec(&cli.data_dir)?;
+    let loaded = keystore::load_or_create(&cli.data_dir, &spec)?;
     if loaded.created {
-        tracing::info!(data_dir = %cli.data_dir.display(), "created a new key set");
+        tracing::info!(data_dir = %cli.data_dir.display(), provider = loaded.file.provider(), "created a new key set");
     }
+    warn_if_dev_root_key(&loaded);
+    Ok(loaded)
+}
+
+fn warn_if_dev_root_key(loaded: &keystore::Loaded) {
     if loaded.root_key_in_data_dir {
         tracing::warn!(
             "the root key file sits beside the key set it seals: this protects nothing against whoever \
-             holds the data dir. Development only; move it with --root-key-file (SECURE_ENV_ROOT_KEY_FILE)"
+             holds the data dir. Development only; move it with --root-key-file (SECURE_ENV_ROOT_KEY_FILE), \
+             or use a passphrase, a PKCS#11 token or AWS KMS (--root-key)"
         );
     }
-    Ok(loaded)
+}
+
+/// `secure-environment reseal`: the key set under a new root key, with an
+/// audit record of the move.
+fn reseal(cli: &Cli, to: &secure_environment::config::ResealArgs) -> anyhow::Result<()> {
+    let from = cli.root.spec(&cli.data_dir)?;
+    let to_spec = to.spec(&cli.root, &cli.data_dir)?;
+    let audit_path = cli.data_dir.join(AUDIT_FILE);
+    // The audit log is locked by a running server: taking it first makes a
+    // re-seal under a running server fail before anything is written.
+    let (loaded, audit) = keystore::reseal(&cli.data_dir, &from, &to_spec, |keys| {
+        AuditLog::open(&audit_path, keys.identity().public_key(), false).map_err(|e| {
+            format!("opening the audit log (stop the secure environment before re-sealing): {e}")
+        })
+    })?;
+    let provider = loaded.file.provider();
+    warn_if_dev_root_key(&loaded);
+    let identity = *loaded.keys.identity().public_key();
+    let lock = loaded.lock;
+    let runtime = SecureRuntime::new(loaded.keys, audit, cli.session_ttl, String::new(), system_clock());
+    runtime
+        .trusted_env_exec(|env| env.record(AuditEntry::new(AuditEvent::KeysetResealed, "ok")))
+        .context("writing the audit record of the re-seal")?;
+    drop(lock);
+    println!("re-sealed the key set under the {provider} root-key provider; identity {}", b64::encode(identity.as_bytes()));
+    Ok(())
 }
 
 /// The runtime over a loaded key set and its audit log; records the key
@@ -63,8 +96,9 @@ fn runtime(
     let audit = AuditLog::open(&cli.data_dir.join(AUDIT_FILE), &identity, loaded.created)?;
     let created = loaded.created;
     let lock = loaded.lock;
-    let runtime = SecureRuntime::new(
+    let runtime = SecureRuntime::with_file(
         loaded.keys,
+        Some(loaded.file),
         audit,
         cli.session_ttl,
         measurement,

@@ -4,23 +4,27 @@
 //! process can reach the keys.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kms_crypto::audit::{fingerprint, seal_record};
 use kms_crypto::envelope;
 use kms_crypto::hpke::{self, HpkeSecretKey};
-use kms_crypto::keyset::KeySet;
+use kms_crypto::envelope::EnvelopeError;
+use kms_crypto::keyset::{ChangeError, KeySet};
 use kms_crypto::material::KeyMaterial;
 use kms_crypto::{labels, messages, rng, sign};
 use kms_protocol::api::{ExportBundle, HpkeSuite, ImportEnvelope, ImportReceipt, SessionProof};
 use kms_protocol::audit::{AuditEntry, AuditEvent, AuditRecord};
+use kms_protocol::data_key::{DataKey, DecryptDataKey, GenerateDataKey};
 use kms_protocol::internal::{
-    Export, Exported, Identity, Import, Imported, SessionStarted, WalletRecord,
+    DataKeyIssued, Export, Exported, Identity, Import, Imported, KeysChanged, KeysStatus, Rewrap,
+    Rewrapped, SessionStarted, WalletRecord, WrappedWalletKey, REWRAP_BATCH_MAX,
 };
 use kms_protocol::{Bytes, Id, Nonce, P256PublicKey};
 
 use crate::audit::AuditLog;
+use crate::keystore::KeySetFile;
 use crate::EnvError;
 
 /// A refused operation and the audit record of the refusal (when it could
@@ -51,7 +55,15 @@ pub const MAX_AUTHORIZATION_WINDOW: u64 = 300;
 pub const PROVIDER: &str = "software";
 
 struct Trusted {
-    keys: Box<KeySet>,
+    /// The key set; replaced whole (never mutated) when an administrator
+    /// rotates or retires a master key. Each operation works on one
+    /// snapshot.
+    keys: RwLock<Arc<KeySet>>,
+    /// Where a changed key set is sealed and saved; `None` in tests that
+    /// never change it.
+    file: Option<KeySetFile>,
+    /// Serialises key-set changes.
+    admin: Mutex<()>,
     audit: AuditLog,
     /// Completed session ids and when they expire; forgotten after that.
     completed: Mutex<HashMap<Id, u64>>,
@@ -69,7 +81,7 @@ pub struct SecureRuntime {
 impl std::fmt::Debug for SecureRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecureRuntime")
-            .field("keys", &self.inner.keys)
+            .field("keys", &self.inner.snapshot())
             .field("session_ttl", &self.inner.session_ttl)
             .finish_non_exhaustive()
     }
@@ -85,15 +97,26 @@ impl SecureRuntime {
         measurement: String,
         clock: Clock,
     ) -> Self {
-        let keys = Box::new(keys);
-        for region in keys.secret_regions() {
-            if let Err(e) = crate::hardening::lock_memory(region) {
-                tracing::warn!(error = %e, "could not mlock key set memory; it may be swapped to disk");
-            }
-        }
+        Self::with_file(keys, None, audit, session_ttl, measurement, clock)
+    }
+
+    /// [`SecureRuntime::new`] with the file a changed key set is saved to,
+    /// which rotation and retirement need.
+    pub fn with_file(
+        keys: KeySet,
+        file: Option<KeySetFile>,
+        audit: AuditLog,
+        session_ttl: u64,
+        measurement: String,
+        clock: Clock,
+    ) -> Self {
+        let keys = Arc::new(keys);
+        lock_keys(&keys);
         Self {
             inner: Arc::new(Trusted {
-                keys,
+                keys: RwLock::new(keys),
+                file,
+                admin: Mutex::new(()),
                 audit,
                 completed: Mutex::new(HashMap::new()),
                 session_ttl,
@@ -105,13 +128,32 @@ impl SecureRuntime {
 
     /// Runs `op` inside the trusted environment.
     pub fn trusted_env_exec<R>(&self, op: impl FnOnce(&TrustedEnv<'_>) -> R) -> R {
-        op(&TrustedEnv { t: &self.inner })
+        op(&TrustedEnv {
+            t: &self.inner,
+            keys: self.inner.snapshot(),
+        })
+    }
+}
+
+fn lock_keys(keys: &KeySet) {
+    for region in keys.secret_regions() {
+        if let Err(e) = crate::hardening::lock_memory(region) {
+            tracing::warn!(error = %e, "could not mlock key set memory; it may be swapped to disk");
+        }
+    }
+}
+
+impl Trusted {
+    fn snapshot(&self) -> Arc<KeySet> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
 /// Access to the trusted state, only inside [`SecureRuntime::trusted_env_exec`].
 pub struct TrustedEnv<'a> {
     t: &'a Trusted,
+    /// The key set as it was when this call began.
+    keys: Arc<KeySet>,
 }
 
 impl std::fmt::Debug for TrustedEnv<'_> {
@@ -133,7 +175,7 @@ impl TrustedEnv<'_> {
     pub fn identity(&self) -> Identity {
         Identity {
             provider: PROVIDER.to_owned(),
-            identity_public_key: *self.t.keys.identity().public_key(),
+            identity_public_key: *self.keys.identity().public_key(),
             measurement: self.t.measurement.clone(),
         }
     }
@@ -153,8 +195,8 @@ impl TrustedEnv<'_> {
             expires_at,
             client_nonce.map(Nonce::as_bytes),
         );
-        let identity = self.t.keys.identity();
-        let sealed_state = envelope::seal_session(&self.t.keys, &session_id, expires_at, &sk)?;
+        let identity = self.keys.identity();
+        let sealed_state = envelope::seal_session(&self.keys, &session_id, expires_at, &sk)?;
         Ok((
             ImportEnvelope {
                 session_id,
@@ -178,7 +220,7 @@ impl TrustedEnv<'_> {
     /// a 422 leaves it usable.
     fn import_inner(&self, req: &Import) -> Result<(ImportReceipt, WalletRecord), EnvError> {
         let sk = envelope::open_session(
-            &self.t.keys,
+            &self.keys,
             &req.session_id,
             req.expires_at,
             req.sealed_state.as_bytes(),
@@ -203,7 +245,7 @@ impl TrustedEnv<'_> {
             .public_key()
             .map_err(|e| EnvError::InvalidKeyMaterial(e.0))?;
         let wallet_id = self.new_id()?;
-        let sealed = envelope::seal_wallet(&self.t.keys, &wallet_id, &material)?;
+        let sealed = envelope::seal_wallet(&self.keys, &wallet_id, &material)?;
         let receipt_msg = messages::import_receipt(
             &req.session_id,
             &wallet_id,
@@ -212,7 +254,7 @@ impl TrustedEnv<'_> {
             public_key.as_deref(),
             material.owner_public_key(),
         );
-        let signature = self.t.keys.identity().sign(&receipt_msg)?;
+        let signature = self.keys.identity().sign(&receipt_msg)?;
         self.mark_completed(req.session_id, req.expires_at, now)?;
         let public_key = public_key.map(Bytes);
         let owner_public_key = material.owner_public_key().copied();
@@ -271,7 +313,7 @@ impl TrustedEnv<'_> {
         sign::check_point(&req.recipient_public_key).map_err(|_| EnvError::InvalidPublicKey)?;
         let r = &req.record;
         let material = envelope::open_wallet(
-            &self.t.keys,
+            &self.keys,
             &r.wallet_id,
             r.key_type,
             r.wrapped_key.as_bytes(),
@@ -315,13 +357,13 @@ impl TrustedEnv<'_> {
             key_type: material.key_type(),
             recipient_public_key: req.recipient_public_key,
             encrypted_key,
-            signature: self.t.keys.identity().sign(&msg)?,
+            signature: self.keys.identity().sign(&msg)?,
         })
     }
 
     /// Appends an audit record, numbered, chained and signed with the identity key.
     pub fn record(&self, entry: AuditEntry) -> Result<AuditRecord, EnvError> {
-        let identity = self.t.keys.identity();
+        let identity = self.keys.identity();
         let time = self.now();
         Ok(self
             .t
@@ -418,5 +460,189 @@ impl TrustedEnv<'_> {
                 Err(self.refuse(error, entry))
             }
         }
+    }
+    /// The master-key versions and the provider (never a key).
+    pub fn keys_status(&self) -> KeysStatus {
+        status(&self.keys, self.t.file.as_ref())
+    }
+
+    /// Makes a new master key version current for new wallets, sessions
+    /// and data keys at once; older versions keep opening what they sealed.
+    pub fn rotate_master_key(&self) -> Result<KeysChanged, EnvError> {
+        self.change_keys(AuditEvent::MasterKeyRotated, |k| {
+            let next = k.rotated()?;
+            let v = next.current_version();
+            Ok((next, v))
+        })
+    }
+
+    /// Deletes master key `version` from the key set. kms-api checks first
+    /// that no stored wallet or open session is under it; data keys
+    /// callers hold under it stop decrypting (refused as retired).
+    pub fn retire_master_key(&self, version: u32) -> Result<KeysChanged, EnvError> {
+        self.change_keys(AuditEvent::MasterKeyRetired, |k| Ok((k.retired(version)?, version)))
+    }
+
+    /// Seals, saves, then swaps in a changed key set, and records it. A
+    /// key set that cannot be saved is not used (nothing changes).
+    fn change_keys(
+        &self,
+        event: AuditEvent,
+        change: impl FnOnce(&KeySet) -> Result<(KeySet, u32), ChangeError>,
+    ) -> Result<KeysChanged, EnvError> {
+        let _one_at_a_time = self.t.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let file = self
+            .t
+            .file
+            .as_ref()
+            .ok_or_else(|| EnvError::KeySetStore("this runtime has no key set file".into()))?;
+        let current = self.t.snapshot();
+        let (next, version) = change(&current)?;
+        file.persist(&next)
+            .map_err(|e| EnvError::KeySetStore(e.to_string()))?;
+        lock_keys(&next);
+        let next = Arc::new(next);
+        *self.t.keys.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        tracing::info!(event = event.as_str(), version, "key set changed");
+        let mut entry = AuditEntry::new(event, "ok");
+        entry.master_key_version = Some(version);
+        let audit = self.record(entry)?;
+        Ok(KeysChanged {
+            status: status(&next, Some(file)),
+            audit,
+        })
+    }
+
+    /// Moves wallets' data keys to the current master key version. Each
+    /// wallet is independent: one whose stored key does not open is listed
+    /// in `failed` and the rest proceed.
+    pub fn rewrap(&self, req: &Rewrap) -> Result<Rewrapped, EnvError> {
+        if req.wallets.len() > REWRAP_BATCH_MAX {
+            return Err(EnvError::BadRequest("at most 1000 wallets per rewrap batch"));
+        }
+        let mut wallets = Vec::with_capacity(req.wallets.len());
+        let mut failed = Vec::new();
+        for w in &req.wallets {
+            match envelope::rewrap_wallet_key(&self.keys, &w.wallet_id, w.wrapped_key.as_bytes()) {
+                Ok((version, wrapped)) => wallets.push(WrappedWalletKey {
+                    wallet_id: w.wallet_id,
+                    master_key_version: version,
+                    wrapped_key: Bytes(wrapped),
+                }),
+                Err(e) => {
+                    tracing::error!(wallet_id = %w.wallet_id, error = %e, "a stored wallet key does not re-wrap");
+                    failed.push(w.wallet_id);
+                }
+            }
+        }
+        Ok(Rewrapped {
+            current_version: self.keys.current_version(),
+            wallets,
+            failed,
+        })
+    }
+
+    /// A new AES-256 data key, wrapped under the current master key and
+    /// sealed to the recipient, audited.
+    pub fn generate_data_key(&self, req: &GenerateDataKey) -> Result<DataKeyIssued, Refused> {
+        let mut entry = AuditEntry::new(AuditEvent::DataKeyGenerated, "ok");
+        entry.recipient_fingerprint = Some(fingerprint(&req.recipient_public_key));
+        let result = (|| {
+            sign::check_point(&req.recipient_public_key).map_err(|_| EnvError::InvalidPublicKey)?;
+            let id = self.new_id()?;
+            let mut key = kms_crypto::SecretKey::from_array([0; 32]);
+            rng::RandomSource::fill(&mut rng::SystemRng, key.expose_mut())?;
+            let context = req.encryption_context.canonical_bytes();
+            let (version, wrapped) = envelope::wrap_data_key(&self.keys, &id, &context, &key)?;
+            self.issue_data_key(id, version, wrapped, &key, &req.recipient_public_key, &context)
+        })();
+        self.finish_data_key(result, entry)
+    }
+
+    /// Opens a wrapped data key (same encryption context) and seals it to
+    /// the recipient, audited whether it opens or not.
+    pub fn decrypt_data_key(&self, req: &DecryptDataKey) -> Result<DataKeyIssued, Refused> {
+        let mut entry = AuditEntry::new(AuditEvent::DataKeyDecrypted, "ok");
+        entry.recipient_fingerprint = Some(fingerprint(&req.recipient_public_key));
+        if let Ok((version, id)) = envelope::data_key_header(req.wrapped_key.as_bytes()) {
+            entry.data_key_id = Some(id);
+            entry.master_key_version = Some(version);
+        }
+        let result = (|| {
+            sign::check_point(&req.recipient_public_key).map_err(|_| EnvError::InvalidPublicKey)?;
+            let context = req.encryption_context.canonical_bytes();
+            let wrapped = req.wrapped_key.as_bytes();
+            let (version, id, key) = envelope::unwrap_data_key(&self.keys, wrapped, &context)
+                .map_err(|e| match e {
+                    EnvelopeError::Format => EnvError::MalformedDataKey,
+                    EnvelopeError::UnknownKeyVersion(v) if self.keys.is_retired(v) => {
+                        EnvError::RetiredVersion(v)
+                    }
+                    EnvelopeError::UnknownKeyVersion(v) => EnvError::UnknownVersion(v),
+                    EnvelopeError::Open => EnvError::DecryptionFailed,
+                    other => EnvError::StoredRecord(other),
+                })?;
+            self.issue_data_key(id, version, wrapped.to_vec(), &key, &req.recipient_public_key, &context)
+        })();
+        self.finish_data_key(result, entry)
+    }
+
+    fn issue_data_key(
+        &self,
+        id: Id,
+        version: u32,
+        wrapped: Vec<u8>,
+        key: &kms_crypto::SecretKey,
+        recipient: &P256PublicKey,
+        context: &[u8],
+    ) -> Result<DataKey, EnvError> {
+        let encrypted_key = hpke::seal(recipient, &hpke::info(labels::DATA_KEY_SEAL, &id), key.expose())
+            .map_err(|_| EnvError::InvalidPublicKey)?;
+        let msg = messages::data_key_response(
+            &id,
+            version,
+            &wrapped,
+            recipient,
+            encrypted_key.as_bytes(),
+            context,
+        );
+        Ok(DataKey {
+            data_key_id: id,
+            master_key_version: version,
+            wrapped_key: Bytes(wrapped),
+            recipient_public_key: *recipient,
+            encrypted_key,
+            signature: self.keys.identity().sign(&msg)?,
+        })
+    }
+
+    fn finish_data_key(
+        &self,
+        result: Result<DataKey, EnvError>,
+        mut entry: AuditEntry,
+    ) -> Result<DataKeyIssued, Refused> {
+        match result {
+            Ok(data_key) => {
+                entry.data_key_id = Some(data_key.data_key_id);
+                entry.master_key_version = Some(data_key.master_key_version);
+                let audit = self
+                    .record(entry)
+                    .map_err(|error| Refused { error, audit: None })?;
+                Ok(DataKeyIssued { data_key, audit })
+            }
+            Err(error) => {
+                entry.outcome = error.code().as_str().to_owned();
+                Err(self.refuse(error, entry))
+            }
+        }
+    }
+}
+
+fn status(keys: &KeySet, file: Option<&KeySetFile>) -> KeysStatus {
+    KeysStatus {
+        provider: file.map(KeySetFile::provider).unwrap_or("none").to_owned(),
+        current_version: keys.current_version(),
+        versions: keys.versions(),
+        retired: keys.retired_versions().to_vec(),
     }
 }

@@ -9,7 +9,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use kms_protocol::audit::AuditPage;
 use kms_protocol::error::ErrorDetail;
-use kms_protocol::internal::{self, Export, Import, Refusal, StartSession};
+use kms_protocol::data_key::{DecryptDataKey, GenerateDataKey};
+use kms_protocol::internal::{self, Export, Import, Refusal, RetireKey, Rewrap, StartSession};
 use kms_protocol::{ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -30,6 +31,12 @@ pub fn app(runtime: SecureRuntime) -> Router {
         .route(internal::PATH_IMPORT, post(import))
         .route(internal::PATH_EXPORT, post(export))
         .route(internal::PATH_AUDIT, get(audit))
+        .route(internal::PATH_DATA_KEYS, post(generate_data_key))
+        .route(internal::PATH_DATA_KEYS_DECRYPT, post(decrypt_data_key))
+        .route(internal::PATH_KEYS, get(keys_status))
+        .route(internal::PATH_KEYS_ROTATE, post(rotate))
+        .route(internal::PATH_KEYS_RETIRE, post(retire))
+        .route(internal::PATH_REWRAP, post(rewrap))
         .fallback(|| async { error(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -203,4 +210,82 @@ async fn export(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesReject
         );
     }
     reply(StatusCode::OK, r)
+}
+
+async fn generate_data_key(
+    State(rt): State<SecureRuntime>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let req: GenerateDataKey = match parse(body) {
+        Ok(r) => r,
+        Err(rejected) => return rejected.into_response(),
+    };
+    let r = rt.trusted_env_exec(|env| env.generate_data_key(&req));
+    if let Ok(d) = &r {
+        tracing::info!(data_key_id = %d.data_key.data_key_id, version = d.data_key.master_key_version, "data key generated");
+    }
+    reply(StatusCode::OK, r)
+}
+
+async fn decrypt_data_key(
+    State(rt): State<SecureRuntime>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let req: DecryptDataKey = match parse(body) {
+        Ok(r) => r,
+        Err(rejected) => return rejected.into_response(),
+    };
+    let r = rt.trusted_env_exec(|env| env.decrypt_data_key(&req));
+    if let Ok(d) = &r {
+        tracing::info!(data_key_id = %d.data_key.data_key_id, version = d.data_key.master_key_version, "data key decrypted");
+    }
+    reply(StatusCode::OK, r)
+}
+
+async fn keys_status(State(rt): State<SecureRuntime>) -> Response {
+    Json(rt.trusted_env_exec(|env| env.keys_status())).into_response()
+}
+
+/// Key-set changes call the root-key provider (an HSM, a network service):
+/// they run on a blocking thread, never on the executor.
+async fn change_keys(
+    rt: SecureRuntime,
+    op: impl FnOnce(&crate::TrustedEnv<'_>) -> Result<internal::KeysChanged, EnvError> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(move || rt.trusted_env_exec(op)).await {
+        Ok(Ok(changed)) => Json(changed).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "key-set change task failed");
+            error(ErrorCode::InternalError, "internal error")
+        }
+    }
+}
+
+async fn rotate(State(rt): State<SecureRuntime>) -> Response {
+    change_keys(rt, |env| env.rotate_master_key()).await
+}
+
+async fn retire(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesRejection>) -> Response {
+    let req: RetireKey = match parse(body) {
+        Ok(r) => r,
+        Err(rejected) => return rejected.into_response(),
+    };
+    change_keys(rt, move |env| env.retire_master_key(req.version)).await
+}
+
+async fn rewrap(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesRejection>) -> Response {
+    let req: Rewrap = match parse(body) {
+        Ok(r) => r,
+        Err(rejected) => return rejected.into_response(),
+    };
+    let r = tokio::task::spawn_blocking(move || rt.trusted_env_exec(|env| env.rewrap(&req))).await;
+    match r {
+        Ok(Ok(done)) => Json(done).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rewrap task failed");
+            error(ErrorCode::InternalError, "internal error")
+        }
+    }
 }

@@ -186,6 +186,8 @@ fn audit(seq: u64) -> AuditRecord {
         key_type: None,
         recipient_fingerprint: None,
         owner_fingerprint: None,
+        data_key_id: None,
+        master_key_version: None,
         prev_hash: Digest32([seq as u8; 32]),
         signature: Signature::from_array([7; 64]),
     }
@@ -908,6 +910,8 @@ async fn check_audit_page_by_seq(store: Arc<dyn Store>) {
         key_type: Some(KeyType::Ed25519),
         recipient_fingerprint: Some(Digest32([0xab; 32])),
         owner_fingerprint: Some(Digest32([0xcd; 32])),
+        data_key_id: Some(id(0x0e, 0x03)),
+        master_key_version: Some(u32::MAX),
         ..audit(6)
     };
     let record = |seq: u64| if seq == 6 { full.clone() } else { audit(seq) };
