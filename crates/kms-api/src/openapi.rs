@@ -18,6 +18,8 @@ use utoipa::OpenApi;
         crate::routes::list_wallets,
         crate::routes::wallet,
         crate::routes::export_wallet,
+        crate::routes::generate_data_key,
+        crate::routes::decrypt_data_key,
         crate::routes::audit,
         crate::routes::openapi_json,
     )

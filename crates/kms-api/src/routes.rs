@@ -14,8 +14,10 @@ use kms_protocol::api::{
     StartImportSession, WalletMetadata, WalletPage,
 };
 use kms_protocol::audit::AuditPage;
+use kms_protocol::data_key::{DataKey, DecryptDataKey, GenerateDataKey};
 use kms_protocol::internal::{
-    self, Export, Exported, Identity, Import, Imported, SessionStarted, StartSession,
+    self, DataKeyIssued, Export, Exported, Identity, Import, Imported, SessionStarted,
+    StartSession,
 };
 use kms_protocol::{ErrorCode, MAX_BODY_BYTES};
 use kms_store::SessionRecord;
@@ -41,6 +43,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/wallets", get(list_wallets))
         .route("/v1/wallets/{wallet_id}", get(wallet))
         .route("/v1/wallets/{wallet_id}/export", post(export_wallet))
+        .route("/v1/data-keys", post(generate_data_key))
+        .route("/v1/data-keys/decrypt", post(decrypt_data_key))
         .route("/v1/audit", get(audit))
         .route("/v1/openapi.json", get(openapi_json))
         .fallback(|| async { error_response(ErrorCode::NotFound, "no such route") })
@@ -330,6 +334,58 @@ async fn export_wallet(
     s.store.insert_audit(&exported.audit).await?;
     tracing::info!(%wallet_id, "wallet exported");
     Ok(Json(bundle))
+}
+
+#[utoipa::path(post, path = "/v1/data-keys", tag = "data-keys",
+    request_body = GenerateDataKey,
+    responses(
+        (status = 200, description = "a new AES-256 data key: wrapped (keep it) and sealed to the recipient, signed (docs/data-keys.md)", body = DataKey),
+        (status = 400, description = "malformed request, a bad encryption context, or a recipient key off the curve", body = kms_protocol::ErrorBody),
+        (status = 413, description = "body over 64 KiB", body = kms_protocol::ErrorBody),
+        (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
+    ))]
+async fn generate_data_key(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<GenerateDataKey>,
+) -> Result<Json<DataKey>, ApiError> {
+    let issued: DataKeyIssued = relay(&s, internal::PATH_DATA_KEYS, &req).await?;
+    data_key_reply(&s, issued, &req.recipient_public_key, None).await
+}
+
+#[utoipa::path(post, path = "/v1/data-keys/decrypt", tag = "data-keys",
+    request_body = DecryptDataKey,
+    responses(
+        (status = 200, description = "the data key sealed to the recipient, signed (docs/data-keys.md)", body = DataKey),
+        (status = 400, description = "malformed request, a wrapped key this service did not write, or a recipient key off the curve", body = kms_protocol::ErrorBody),
+        (status = 413, description = "body over 64 KiB", body = kms_protocol::ErrorBody),
+        (status = 422, description = "decryption_failed: another encryption context, a tampered key, or a retired master key version", body = kms_protocol::ErrorBody),
+        (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
+    ))]
+async fn decrypt_data_key(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<DecryptDataKey>,
+) -> Result<Json<DataKey>, ApiError> {
+    let issued: DataKeyIssued = relay(&s, internal::PATH_DATA_KEYS_DECRYPT, &req).await?;
+    data_key_reply(&s, issued, &req.recipient_public_key, Some(&req.wrapped_key)).await
+}
+
+/// Checks the secure environment answered this request, stores the audit
+/// record, then answers (fail closed).
+async fn data_key_reply(
+    s: &AppState,
+    issued: DataKeyIssued,
+    recipient: &kms_protocol::P256PublicKey,
+    wrapped: Option<&kms_protocol::Bytes>,
+) -> Result<Json<DataKey>, ApiError> {
+    let dk = issued.data_key;
+    if &dk.recipient_public_key != recipient || wrapped.is_some_and(|w| w != &dk.wrapped_key) {
+        return Err(ApiError::Internal(
+            "secure environment returned a data key for another request".to_owned(),
+        ));
+    }
+    s.store.insert_audit(&issued.audit).await?;
+    tracing::info!(data_key_id = %dk.data_key_id, version = dk.master_key_version, "data key sealed");
+    Ok(Json(dk))
 }
 
 /// `GET /v1/audit?after=SEQ&limit=N`: the signed audit chain, in seq order.

@@ -25,8 +25,6 @@ pub const WRAPPED_DATA_KEY_LEN: usize = 1 + 4 + 16 + 12 + 32 + 16;
 /// 1–128 bytes, values at most 256, at most 16 pairs; a key given twice
 /// is refused.
 #[derive(Clone, PartialEq, Eq, Default, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, String>))]
 pub struct EncryptionContext(BTreeMap<String, String>);
 
 impl fmt::Debug for EncryptionContext {
@@ -110,12 +108,18 @@ impl<'de> Deserialize<'de> for EncryptionContext {
     }
 }
 
+/// `null` reads as absent (PROTOCOL.md, "Request bodies").
+fn context_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<EncryptionContext, D::Error> {
+    Option::<EncryptionContext>::deserialize(d).map(Option::unwrap_or_default)
+}
+
 /// `POST /v1/data-keys` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GenerateDataKey {
     /// Bound to the data key; required again to decrypt it. Absent is `{}`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "context_or_null")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::HashMap<String, String>>))]
     pub encryption_context: EncryptionContext,
     /// The P-256 key the plaintext data key is sealed to.
     pub recipient_public_key: P256PublicKey,
@@ -126,7 +130,8 @@ pub struct GenerateDataKey {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DecryptDataKey {
     pub wrapped_key: Bytes,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "context_or_null")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::HashMap<String, String>>))]
     pub encryption_context: EncryptionContext,
     pub recipient_public_key: P256PublicKey,
 }
@@ -172,6 +177,15 @@ mod tests {
         }
         let long = format!(r#"{{"{}":"x"}}"#, "k".repeat(129));
         assert!(serde_json::from_str::<EncryptionContext>(&long).is_err());
+        let key = crate::b64::encode([4u8; 65]);
+        let g: GenerateDataKey = serde_json::from_str(&format!(
+            r#"{{"encryption_context": null, "recipient_public_key": "{key}"}}"#
+        ))
+        .unwrap();
+        assert_eq!(g.encryption_context, EncryptionContext::default());
+        let g: GenerateDataKey =
+            serde_json::from_str(&format!(r#"{{"recipient_public_key": "{key}"}}"#)).unwrap();
+        assert_eq!(g.encryption_context, EncryptionContext::default());
         let many: String = (0..17).map(|i| format!(r#""k{i}":"v""#)).collect::<Vec<_>>().join(",");
         assert!(serde_json::from_str::<EncryptionContext>(&format!("{{{many}}}")).is_err());
     }
