@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kms_protocol::api::WalletMetadata;
 use kms_protocol::audit::AuditRecord;
-use kms_protocol::internal::WalletRecord;
+use kms_protocol::internal::{WalletRecord, WrappedWalletKey};
 use kms_protocol::Id;
 
 pub use sqlite::SqliteStore;
@@ -105,6 +105,32 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes sessions that expired before `expired_before`, completed or
     /// not; returns how many.
     async fn purge_sessions(&self, expired_before: u64) -> Result<u64, StoreError>;
+
+    /// How many wallets each master key version holds, ascending by version.
+    async fn wallets_per_version(&self) -> Result<Vec<(u32, u64)>, StoreError>;
+
+    /// Up to `limit` wallets whose data key is not under `current`, with
+    /// ids greater than `after`, in ascending id order: the next batch of a
+    /// re-wrap job.
+    async fn wallets_to_rewrap(
+        &self,
+        current: u32,
+        after: Option<&Id>,
+        limit: u32,
+    ) -> Result<Vec<WrappedWalletKey>, StoreError>;
+
+    /// Replaces wallets' wrapped data keys in one transaction. Each pair is
+    /// `(as read, re-wrapped)`; a wallet whose stored key no longer equals
+    /// the one read (changed meanwhile) is left alone. Returns how many
+    /// wallets changed.
+    async fn apply_rewrap(
+        &self,
+        batch: &[(WrappedWalletKey, WrappedWalletKey)],
+    ) -> Result<u64, StoreError>;
+
+    /// How many import sessions still open at `now` (not completed, not
+    /// expired) hold state sealed under master key `version`.
+    async fn open_sessions_under(&self, version: u32, now: u64) -> Result<u64, StoreError>;
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (created if

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kms_protocol::api::WalletMetadata;
 use kms_protocol::audit::AuditRecord;
-use kms_protocol::internal::WalletRecord;
+use kms_protocol::internal::{WalletRecord, WrappedWalletKey};
 use kms_protocol::{Bytes, Id, KeyType, P256PublicKey};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -371,5 +371,92 @@ impl Store for SqliteStore {
                 .await?
                 .rows_affected(),
         )
+    }
+
+    async fn wallets_per_version(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT master_key_version, COUNT(*) FROM wallets
+             GROUP BY master_key_version ORDER BY master_key_version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(v, n)| {
+                Ok((
+                    u32::try_from(v).map_err(|_| StoreError::Corrupt("master key version"))?,
+                    to_u64(n)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn wallets_to_rewrap(
+        &self,
+        current: u32,
+        after: Option<&Id>,
+        limit: u32,
+    ) -> Result<Vec<WrappedWalletKey>, StoreError> {
+        let after = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
+        let rows = sqlx::query(
+            "SELECT wallet_id, master_key_version, wrapped_key FROM wallets
+             WHERE wallet_id > ? AND master_key_version <> ?
+             ORDER BY wallet_id LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(current))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WrappedWalletKey {
+                    wallet_id: id_of(r.try_get("wallet_id")?)?,
+                    master_key_version: u32::try_from(r.try_get::<i64, _>("master_key_version")?)
+                        .map_err(|_| StoreError::Corrupt("master key version"))?,
+                    wrapped_key: Bytes(r.try_get("wrapped_key")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn apply_rewrap(
+        &self,
+        batch: &[(WrappedWalletKey, WrappedWalletKey)],
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut changed = 0;
+        for (old, new) in batch {
+            if old.wallet_id != new.wallet_id {
+                return Err(StoreError::Corrupt("a re-wrap pairs two wallets"));
+            }
+            changed += sqlx::query(
+                "UPDATE wallets SET master_key_version = ?, wrapped_key = ?
+                 WHERE wallet_id = ? AND master_key_version = ? AND wrapped_key = ?",
+            )
+            .bind(i64::from(new.master_key_version))
+            .bind(new.wrapped_key.as_bytes())
+            .bind(&old.wallet_id.as_bytes()[..])
+            .bind(i64::from(old.master_key_version))
+            .bind(old.wrapped_key.as_bytes())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn open_sessions_under(&self, version: u32, now: u64) -> Result<u64, StoreError> {
+        // Sealed session state starts `u8(1) ‖ u32be(version)` (kms-crypto's
+        // envelope module); kms-api reads that header, never the rest.
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM import_sessions
+             WHERE completed_at IS NULL AND expires_at > ? AND substr(sealed_state, 2, 4) = ?",
+        )
+        .bind(to_i64(now)?)
+        .bind(&version.to_be_bytes()[..])
+        .fetch_one(&self.pool)
+        .await?;
+        to_u64(n)
     }
 }

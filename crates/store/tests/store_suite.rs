@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use kms_protocol::api::WalletMetadata;
 use kms_protocol::audit::{AuditEvent, AuditRecord, Digest32};
-use kms_protocol::internal::WalletRecord;
+use kms_protocol::internal::{WalletRecord, WrappedWalletKey};
 use kms_protocol::{Bytes, Id, KeyType, P256PublicKey, Signature};
 use kms_store::{SessionRecord, SqliteStore, Store, StoreError};
 
@@ -162,6 +162,16 @@ macro_rules! engine_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_audit_inserts_agree() {
                 run(check_concurrent_audit_inserts_agree).await;
+            }
+
+            #[tokio::test]
+            async fn rewrap_batches_are_compare_and_set() {
+                run(check_rewrap_batches_are_compare_and_set).await;
+            }
+
+            #[tokio::test]
+            async fn open_sessions_under_a_version() {
+                run(check_open_sessions_under_a_version).await;
             }
         }
     };
@@ -311,6 +321,86 @@ async fn all_wallets(store: &dyn Store) -> Vec<WalletMetadata> {
 // ---------------------------------------------------------------------------
 // The suite
 // ---------------------------------------------------------------------------
+
+async fn check_rewrap_batches_are_compare_and_set(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
+    let mut wallets = Vec::new();
+    for n in 0..7 {
+        let mut w = secp256k1_wallet(random_id(41, n), 100 + n);
+        w.master_key_version = if n == 6 { 2 } else { 1 };
+        import(store.as_ref(), &seqs, random_id(42, n), &w).await;
+        wallets.push(w);
+    }
+    assert_eq!(store.wallets_per_version().await.unwrap(), vec![(1, 6), (2, 1)]);
+    // Batches in id order, skipping wallets already under the current version.
+    let first = store.wallets_to_rewrap(2, None, 4).await.unwrap();
+    assert_eq!(first.len(), 4);
+    assert!(first.windows(2).all(|p| p[0].wallet_id.as_bytes() < p[1].wallet_id.as_bytes()));
+    assert!(first.iter().all(|w| w.master_key_version == 1));
+    let rest = store
+        .wallets_to_rewrap(2, Some(&first[3].wallet_id), 100)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2);
+    let moved = |w: &WrappedWalletKey| WrappedWalletKey {
+        wallet_id: w.wallet_id,
+        master_key_version: 2,
+        wrapped_key: Bytes(vec![0xee; 65]),
+    };
+    // A pair whose "as read" no longer matches is left alone.
+    let mut stale = first[1].clone();
+    stale.wrapped_key = Bytes(vec![0; 65]);
+    let batch = vec![
+        (first[0].clone(), moved(&first[0])),
+        (stale, moved(&first[1])),
+        (first[2].clone(), moved(&first[2])),
+        (first[3].clone(), moved(&first[3])),
+    ];
+    assert_eq!(store.apply_rewrap(&batch).await.unwrap(), 3);
+    assert_eq!(store.wallets_per_version().await.unwrap(), vec![(1, 3), (2, 4)]);
+    let w0 = store.wallet(&first[0].wallet_id).await.unwrap().unwrap();
+    assert_eq!((w0.master_key_version, w0.wrapped_key.0), (2, vec![0xee; 65]));
+    let original = wallets.iter().find(|w| w.wallet_id == first[0].wallet_id).unwrap();
+    assert_eq!(w0.ciphertext, original.ciphertext, "ciphertext untouched");
+    // Applying the same batch again changes nothing (idempotent re-run).
+    assert_eq!(store.apply_rewrap(&batch).await.unwrap(), 0);
+    // A batch pairing two different wallets is refused whole.
+    let crossed = vec![
+        (first[1].clone(), moved(&first[1])),
+        (rest[0].clone(), moved(&rest[1])),
+    ];
+    assert!(store.apply_rewrap(&crossed).await.is_err());
+    assert_eq!(store.wallets_per_version().await.unwrap(), vec![(1, 3), (2, 4)]);
+}
+
+async fn check_open_sessions_under_a_version(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
+    let sealed = |v: u32| {
+        let mut b = vec![1u8];
+        b.extend_from_slice(&v.to_be_bytes());
+        b.extend_from_slice(&[0xa5; 56]);
+        b
+    };
+    for (n, (v, expires, done)) in [(1, 2_000, false), (1, 500, false), (1, 2_000, true), (2, 2_000, false)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut s = session(random_id(43, n as u64), expires);
+        s.sealed_state = sealed(v);
+        store.insert_session(&s, &seqs.next()).await.unwrap();
+        if done {
+            let w = secp256k1_wallet(random_id(44, n as u64), 1);
+            store
+                .complete_session(&s.session_id, 900, &w, &seqs.next())
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(store.open_sessions_under(1, 1_000).await.unwrap(), 1);
+    assert_eq!(store.open_sessions_under(2, 1_000).await.unwrap(), 1);
+    assert_eq!(store.open_sessions_under(3, 1_000).await.unwrap(), 0);
+    assert_eq!(store.open_sessions_under(1, 3_000).await.unwrap(), 0);
+}
 
 async fn check_ping(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
