@@ -15,6 +15,7 @@ pub struct Binaries {
     pub kms_api: PathBuf,
     pub client_example: PathBuf,
     pub kms_audit: PathBuf,
+    pub kms_admin: PathBuf,
 }
 
 fn workspace_root() -> PathBuf {
@@ -30,19 +31,36 @@ pub fn binaries() -> &'static Binaries {
     BINS.get_or_init(|| {
         let root = workspace_root();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        // The secure environment gets the root-key providers this test
+        // build was given (`--all-features` gives both), so a plain
+        // `cargo test` stays lean.
+        let mut features = Vec::new();
+        if cfg!(feature = "pkcs11") {
+            features.push("secure-environment/pkcs11");
+        }
+        if cfg!(feature = "aws-kms") {
+            features.push("secure-environment/aws-kms");
+        }
+        let mut args = vec![
+            "build",
+            "--bin",
+            "secure-environment",
+            "--bin",
+            "kms-api",
+            "--bin",
+            "client-example",
+            "--bin",
+            "kms-audit",
+            "--bin",
+            "kms-admin",
+        ];
+        let features = features.join(",");
+        if !features.is_empty() {
+            args.extend(["--features", &features]);
+        }
         let status = Command::new(cargo)
             .current_dir(&root)
-            .args([
-                "build",
-                "--bin",
-                "secure-environment",
-                "--bin",
-                "kms-api",
-                "--bin",
-                "client-example",
-                "--bin",
-                "kms-audit",
-            ])
+            .args(&args)
             .status()
             .expect("cargo build runs");
         assert!(status.success(), "building the binaries failed");
@@ -56,6 +74,7 @@ pub fn binaries() -> &'static Binaries {
             kms_api: dir.join("kms-api"),
             client_example: dir.join("client-example"),
             kms_audit: dir.join("kms-audit"),
+            kms_admin: dir.join("kms-admin"),
         }
     })
 }
@@ -80,6 +99,8 @@ pub struct Server {
     child: Child,
     pub addr: String,
     pub log: PathBuf,
+    /// Lines the server printed after its first.
+    more: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Server {
@@ -101,11 +122,14 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(l) => {
+                        let _ = tx.send(l);
+                    }
+                    Err(_) => break,
+                }
             }
-            for _ in lines {}
         });
         let first = rx
             .recv_timeout(Duration::from_secs(30))
@@ -124,6 +148,23 @@ impl Server {
             child,
             addr,
             log: log.to_path_buf(),
+            more: std::sync::Mutex::new(rx),
+        }
+    }
+
+    /// Waits for a later stdout line starting with `prefix` and returns
+    /// the rest of it (e.g. kms-api's `admin listening on ADDR`).
+    pub fn line_after(&self, prefix: &str) -> String {
+        let rx = self.more.lock().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line starting {prefix:?} on stdout"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
         }
     }
 
@@ -154,6 +195,7 @@ pub struct Deployment {
     se_args: Vec<String>,
     api_args: Vec<String>,
     se_addr: Option<String>,
+    admin_addr: std::sync::Mutex<Option<String>>,
 }
 
 impl Deployment {
@@ -183,6 +225,7 @@ impl Deployment {
             se_args: se_args.iter().map(|s| (*s).to_owned()).collect(),
             api_args: api_args.iter().map(|s| (*s).to_owned()).collect(),
             se_addr: None,
+            admin_addr: std::sync::Mutex::new(None),
         };
         d.start_se();
         d.start_api();
@@ -238,6 +281,7 @@ impl Deployment {
         let mut args = args;
         args.extend(self.api_args.iter().cloned());
         let log = self.dir.path().join("kms-api.log");
+        *self.admin_addr.lock().unwrap() = None;
         self.api = Some(Server::start(&binaries().kms_api, &args, &log));
     }
 
@@ -255,6 +299,16 @@ impl Deployment {
 
     pub fn api_url(&self) -> String {
         self.api.as_ref().expect("kms-api running").url()
+    }
+
+    /// The admin API's URL (start kms-api with `--admin-listen 127.0.0.1:0`).
+    pub fn admin_url(&self) -> String {
+        let api = self.api.as_ref().expect("kms-api running");
+        let mut cached = self.admin_addr.lock().unwrap();
+        if cached.is_none() {
+            *cached = Some(api.line_after("admin listening on "));
+        }
+        format!("http://{}", cached.as_ref().unwrap())
     }
 
     /// The identity key as the secure environment wrote it for pinning.

@@ -38,6 +38,22 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub audit_sync_interval: u64,
 
+    /// Serve the admin API (key rotation, re-wrap, retirement) on this
+    /// address. Off unless given; must be loopback unless
+    /// --admin-allow-remote.
+    #[arg(long, env = "KMS_API_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Allow the admin API on a non-loopback address (then give it
+    /// --admin-token-file too).
+    #[arg(long, env = "KMS_API_ADMIN_ALLOW_REMOTE")]
+    pub admin_allow_remote: bool,
+
+    /// File holding a bearer token every admin request must carry
+    /// (`Authorization: Bearer TOKEN`). Required with --admin-allow-remote.
+    #[arg(long, env = "KMS_API_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub limits: kms_serve::Limits,
 }

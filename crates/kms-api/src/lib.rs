@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod openapi;

@@ -11,6 +11,41 @@ use kms_api::config::Cli;
 use kms_api::relay::SecureEnvClient;
 use kms_api::{app, system_clock, AppState, COMPLETED_SESSION_RETENTION};
 
+/// Binds the admin API: loopback only unless allowed, with a token when
+/// reachable from elsewhere.
+async fn admin_listener(
+    cli: &Cli,
+    at: std::net::SocketAddr,
+    state: AppState,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::net::TcpListener, axum::Router)> {
+    if !at.ip().is_loopback() && !cli.admin_allow_remote {
+        anyhow::bail!(
+            "--admin-listen {at} is not a loopback address; the admin API stays on loopback unless --admin-allow-remote (with --admin-token-file)"
+        );
+    }
+    if !at.ip().is_loopback() && cli.admin_token_file.is_none() {
+        anyhow::bail!("--admin-allow-remote needs --admin-token-file");
+    }
+    let token = match &cli.admin_token_file {
+        Some(path) => {
+            let mut t = std::fs::read(path)
+                .with_context(|| format!("reading the admin token file {}", path.display()))?;
+            while t.last().is_some_and(u8::is_ascii_whitespace) {
+                t.pop();
+            }
+            anyhow::ensure!(t.len() >= 16, "the admin token must be at least 16 bytes");
+            Some(t)
+        }
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .with_context(|| format!("binding the admin API on {at}"))?;
+    let addr = listener.local_addr()?;
+    let router = kms_api::admin::admin_app(kms_api::admin::Admin::new(state, token));
+    Ok((addr, listener, router))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -97,12 +132,31 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         }
     });
 
+    let admin = match cli.admin_listen {
+        Some(at) => Some(admin_listener(&cli, at, state.clone()).await?),
+        None => None,
+    };
+
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
     let addr = listener.local_addr()?;
     println!("listening on {addr}");
+    if let Some((admin_addr, _, _)) = &admin {
+        println!("admin listening on {admin_addr}");
+    }
     std::io::stdout().flush()?;
+    if let Some((admin_addr, listener, router)) = admin {
+        let limits = cli.limits.clone();
+        tokio::spawn(async move {
+            tracing::info!(addr = %admin_addr, "admin API serving");
+            if let Err(e) =
+                kms_serve::serve(listener, router, limits, kms_serve::shutdown_signal()).await
+            {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+    }
     tracing::info!(%addr, secure_env = %cli.secure_env_url, "kms-api serving");
     kms_serve::serve(
         listener,
