@@ -285,6 +285,11 @@ impl Deployment {
         self.api = Some(Server::start(&binaries().kms_api, &args, &log));
     }
 
+    /// Replaces the secure environment's extra flags for its next start.
+    pub fn set_se_args(&mut self, se_args: &[&str]) {
+        self.se_args = se_args.iter().map(|s| (*s).to_owned()).collect();
+    }
+
     pub fn stop_se(&mut self) {
         if let Some(s) = self.se.take() {
             s.kill();

@@ -132,31 +132,31 @@ pub struct RootKeyArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ResealArgs {
     /// The new root-key provider.
-    #[arg(long = "to", value_enum)]
+    #[arg(id = "to", long = "to", value_enum)]
     pub kind: RootKeyKind,
     /// local: the new root key file (created if absent).
-    #[arg(long = "to-root-key-file")]
+    #[arg(id = "to_root_key_file", long = "to-root-key-file")]
     pub root_key_file: Option<PathBuf>,
     /// local: the new passphrase file (or SECURE_ENV_NEW_ROOT_PASSPHRASE).
-    #[arg(long = "to-root-passphrase-file")]
+    #[arg(id = "to_root_passphrase_file", long = "to-root-passphrase-file")]
     pub root_passphrase_file: Option<PathBuf>,
     /// pkcs11: the new module.
-    #[arg(long = "to-pkcs11-module")]
+    #[arg(id = "to_pkcs11_module", long = "to-pkcs11-module")]
     pub pkcs11_module: Option<PathBuf>,
     /// pkcs11: the new token label.
-    #[arg(long = "to-pkcs11-token-label")]
+    #[arg(id = "to_pkcs11_token_label", long = "to-pkcs11-token-label")]
     pub pkcs11_token_label: Option<String>,
     /// pkcs11: the new key label.
-    #[arg(long = "to-pkcs11-key-label")]
+    #[arg(id = "to_pkcs11_key_label", long = "to-pkcs11-key-label")]
     pub pkcs11_key_label: Option<String>,
     /// pkcs11: the new PIN file (or SECURE_ENV_NEW_PKCS11_PIN).
-    #[arg(long = "to-pkcs11-pin-file")]
+    #[arg(id = "to_pkcs11_pin_file", long = "to-pkcs11-pin-file")]
     pub pkcs11_pin_file: Option<PathBuf>,
     /// aws-kms: the new key id.
-    #[arg(long = "to-aws-kms-key-id")]
+    #[arg(id = "to_aws_kms_key_id", long = "to-aws-kms-key-id")]
     pub aws_kms_key_id: Option<String>,
     /// aws-kms: the new endpoint.
-    #[arg(long = "to-aws-kms-endpoint")]
+    #[arg(id = "to_aws_kms_endpoint", long = "to-aws-kms-endpoint")]
     pub aws_kms_endpoint: Option<String>,
 }
 

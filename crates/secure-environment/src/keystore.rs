@@ -33,13 +33,13 @@ pub enum KeystoreError {
         #[source]
         source: io::Error,
     },
-    #[error("the key set {path} does not open: {source}; refusing to start (a key set is never regenerated)")]
+    #[error("the key set {path} does not open; refusing to start (a key set is never regenerated)")]
     KeySet {
         path: PathBuf,
         #[source]
         source: KeySetError,
     },
-    #[error("the key set {path} cannot be opened: {source}; refusing to start (a key set is never regenerated)")]
+    #[error("the key set {path} cannot be opened; refusing to start (a key set is never regenerated)")]
     Provider {
         path: PathBuf,
         #[source]
@@ -196,6 +196,11 @@ fn open_existing(path: &Path, spec: &RootKeySpec) -> Result<(KeySet, KeySetFile)
                     sealed_by: provider.to_owned(),
                     configured: spec.kind().as_str(),
                 });
+            }
+            if let RootKeySpec::Local(s) = spec {
+                if let Some(why) = crate::root::local::mode_mismatch(s, wrapped_key) {
+                    return Err(provider_err(RootKeyError::Config(why.into())));
+                }
             }
             let p = spec.connect(false).map_err(provider_err)?;
             let key = p.unwrap(wrapped_key).map_err(provider_err)?;

@@ -125,6 +125,21 @@ impl LocalProvider {
     }
 }
 
+/// Why `s` cannot open a key-set key wrapped as `wrapped`, when the
+/// configuration names the other local mode (told before any file is read).
+pub fn mode_mismatch(s: &LocalSettings, wrapped: &[u8]) -> Option<&'static str> {
+    let passphrase = s.passphrase_file.is_some() || std::env::var_os(s.passphrase_env).is_some();
+    match (wrapped.first(), passphrase) {
+        (Some(&PASSPHRASE), false) => Some(
+            "the key set was sealed under a passphrase; give it (--root-passphrase-file or SECURE_ENV_ROOT_PASSPHRASE)",
+        ),
+        (Some(&KEY_FILE), true) => Some(
+            "the key set was sealed under a root key file, but a passphrase is configured",
+        ),
+        _ => None,
+    }
+}
+
 fn read_key_file(path: &Path) -> Result<SecretKey, RootKeyError> {
     let mut f = File::open(path)
         .map_err(|e| unavailable(format!("opening the root key file {}: {e}", path.display())))?;
