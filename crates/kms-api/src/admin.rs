@@ -151,6 +151,11 @@ async fn retire(
         .parse()
         .map_err(|_| ApiError::bad_request("the version is a decimal number"))?;
     let s = &a.state;
+    // Retiring a retired version again is a no-op (idempotent re-runs).
+    let status: KeysStatus = s.env.get(internal::PATH_KEYS).await?;
+    if status.retired.contains(&version) {
+        return Ok(Json(overview(s, status).await?));
+    }
     let wallets = s
         .store
         .wallets_per_version()
