@@ -1,13 +1,15 @@
 //! The demo: import a fresh secp256k1 key through an attested session,
-//! export it to a fresh P-256 key, and show it came back byte-identical.
+//! export it to a fresh P-256 key, and show it came back byte-identical;
+//! then the same for an owner-bound wallet, and a data key used for
+//! envelope encryption (docs/data-keys.md).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use kms_client::{
-    authorize_export_for, generate_key_material, parse_identity_public_key, ClientError,
-    HpkeSecretKey, KeyType, KmsClient, SigningKey,
+    authorize_export_for, encryption_context, generate_key_material, parse_identity_public_key,
+    ClientError, EncryptionContext, HpkeSecretKey, KeyType, KmsClient, SigningKey,
 };
 use kms_protocol::ErrorCode;
 
@@ -110,7 +112,8 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("5. opened the export   the {key_type} key came back byte-identical ✔");
 
-    owner_bound_round_trip(&kms, key_type).await
+    owner_bound_round_trip(&kms, key_type).await?;
+    data_key_round_trip(&kms).await
 }
 
 /// PROTOCOL.md §6: a wallet bound to an owner key exports only with the
@@ -157,5 +160,63 @@ async fn owner_bound_round_trip(kms: &KmsClient, key_type: KeyType) -> anyhow::R
     println!(
         "8. export, signed      with the owner's authorization: the key came back byte-identical ✔"
     );
+    Ok(())
+}
+
+/// docs/data-keys.md: a data key generated in the secure environment,
+/// used locally, and decrypted again from its wrapped form only with the
+/// same encryption context.
+async fn data_key_round_trip(kms: &KmsClient) -> anyhow::Result<()> {
+    const MESSAGE: &[u8] = b"a backup encrypted under a data key";
+    let context = encryption_context([("app", "client-example"), ("purpose", "backup")])?;
+    let recipient = HpkeSecretKey::generate()?;
+    let dk = kms
+        .generate_data_key(&context, recipient.public_key())
+        .await
+        .context("generating a data key")?;
+    let key = kms.open_data_key(&dk, &context, &recipient)?;
+    let mut sealed = Vec::new();
+    kms_crypto::aead::encrypt(&key, b"demo", MESSAGE, &mut sealed)?;
+    drop(key);
+    println!(
+        "9. data key            {} (master key v{}) sealed to a fresh key — signature verified, a message encrypted under it",
+        dk.data_key_id, dk.master_key_version
+    );
+
+    let other = HpkeSecretKey::generate()?;
+    let again = kms
+        .decrypt_data_key(dk.wrapped_key.as_bytes(), &context, other.public_key())
+        .await
+        .context("decrypting the data key")?;
+    let key = kms.open_data_key(&again, &context, &other)?;
+    let opened = kms_crypto::aead::decrypt(&key, b"demo", &sealed).map_err(|_| {
+        anyhow::anyhow!("the message does not decrypt under the decrypted data key")
+    })?;
+    if opened.expose() != MESSAGE {
+        bail!("the message decrypted to something else");
+    }
+    println!(
+        "10. decrypted          from its wrapped form, sealed to another fresh key: the message decrypts ✔"
+    );
+
+    match kms
+        .decrypt_data_key(
+            dk.wrapped_key.as_bytes(),
+            &EncryptionContext::default(),
+            other.public_key(),
+        )
+        .await
+    {
+        Err(ClientError::Api {
+            status: 422,
+            code: ErrorCode::DecryptionFailed,
+            ..
+        }) => {
+            println!("11. other context      refused with 422 decryption_failed, as it must be ✔");
+        }
+        other => {
+            bail!("a data key must not decrypt with another encryption context, got {other:?}")
+        }
+    }
     Ok(())
 }

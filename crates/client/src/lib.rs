@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod data_key;
+
 use kms_crypto::hpke;
 use kms_crypto::{labels, messages, rng, sign};
 use kms_protocol::api::{
@@ -13,6 +15,7 @@ use kms_protocol::{b64, ErrorBody, ErrorCode, Nonce, P256PublicKey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use data_key::{encryption_context, DataKey, EncryptionContext};
 pub use kms_crypto::hpke::HpkeSecretKey;
 pub use kms_crypto::material::KeyMaterial;
 pub use kms_crypto::sign::SigningKey;
@@ -42,8 +45,8 @@ pub enum ClientError {
     /// An answer that does not follow PROTOCOL.md.
     #[error("invalid response: {0}")]
     InvalidResponse(String),
-    /// An export that does not open with the recipient key.
-    #[error("the export does not open with the recipient key")]
+    /// An export or a data key that does not open with the recipient key.
+    #[error("the ciphertext does not open with the recipient key")]
     DecryptionFailed,
     /// Key material the SDK refuses to import.
     #[error("invalid key material")]
@@ -51,6 +54,9 @@ pub enum ClientError {
     /// A bad argument (URL, identity key).
     #[error("{0}")]
     Config(String),
+    /// An encryption context the service would refuse (`docs/data-keys.md`).
+    #[error("invalid encryption context: {0}")]
+    InvalidContext(&'static str),
     #[error(transparent)]
     Crypto(#[from] kms_crypto::CryptoError),
 }

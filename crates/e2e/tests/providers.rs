@@ -9,6 +9,8 @@
 //! `. scripts/test-services.sh` and `--all-features` (as `.ci/run` does);
 //! without them those tests print SKIPPED and pass.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 

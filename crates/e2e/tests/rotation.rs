@@ -4,6 +4,8 @@
 //! nothing and the job resumes, and a version is retired only when nothing
 //! references it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -84,15 +86,18 @@ struct Load {
     stop: Arc<AtomicBool>,
     failures: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
-    tasks: Vec<tokio::task::JoinHandle<Vec<(Id, Vec<u8>)>>>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Wallet>>>,
 }
+
+/// A wallet's id and its private key.
+type Wallet = (Id, Vec<u8>);
 
 impl Load {
     fn start(d: &Deployment, sample: &HashMap<Id, Vec<u8>>, exporters: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let failures = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
-        let ids: Arc<Vec<(Id, Vec<u8>)>> =
+        let ids: Arc<Vec<Wallet>> =
             Arc::new(sample.iter().map(|(k, v)| (*k, v.clone())).collect());
         let mut tasks = Vec::new();
         for t in 0..exporters {
@@ -150,7 +155,7 @@ impl Load {
     }
 
     /// Stops the load; returns the wallets it imported.
-    async fn finish(self) -> (u64, u64, Vec<(Id, Vec<u8>)>) {
+    async fn finish(self) -> (u64, u64, Vec<Wallet>) {
         self.stop.store(true, Ordering::Relaxed);
         let mut imported = Vec::new();
         for t in self.tasks {

@@ -41,6 +41,10 @@ pub enum EnvError {
     /// A wrapped data key that is not one this service writes (400).
     #[error("wrapped_key is not a data key of this service")]
     MalformedDataKey,
+    /// A wrapped data key that does not open under the given encryption
+    /// context (another context, or tampered) (422).
+    #[error("wrapped data key does not open")]
+    DataKeyDoesNotOpen,
     /// A wrapped data key under a retired master key version (422).
     #[error("master key version {0} is retired")]
     RetiredVersion(u32),
@@ -72,7 +76,9 @@ impl EnvError {
             Self::StoredRecord(_) | Self::Crypto(_) => ErrorCode::InternalError,
             Self::AuditUnavailable(_) | Self::KeySetStore(_) => ErrorCode::Unavailable,
             Self::MalformedDataKey | Self::BadRequest(_) => ErrorCode::InvalidRequest,
-            Self::RetiredVersion(_) | Self::UnknownVersion(_) => ErrorCode::DecryptionFailed,
+            Self::RetiredVersion(_) | Self::UnknownVersion(_) | Self::DataKeyDoesNotOpen => {
+                ErrorCode::DecryptionFailed
+            }
             Self::KeyChange(kms_crypto::keyset::ChangeError::UnknownVersion(_)) => {
                 ErrorCode::NotFound
             }
@@ -98,6 +104,9 @@ impl EnvError {
             Self::StoredRecord(_) | Self::Crypto(_) => "internal error",
             Self::AuditUnavailable(_) => "the audit log cannot be written; retry shortly",
             Self::MalformedDataKey => "wrapped_key is not a data key of this service",
+            Self::DataKeyDoesNotOpen => {
+                "wrapped_key does not open under this encryption_context"
+            }
             Self::RetiredVersion(_) => {
                 "wrapped_key is under a retired master key version and can no longer be decrypted"
             }

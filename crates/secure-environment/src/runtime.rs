@@ -579,7 +579,7 @@ impl TrustedEnv<'_> {
                         EnvError::RetiredVersion(v)
                     }
                     EnvelopeError::UnknownKeyVersion(v) => EnvError::UnknownVersion(v),
-                    EnvelopeError::Open => EnvError::DecryptionFailed,
+                    EnvelopeError::Open => EnvError::DataKeyDoesNotOpen,
                     other => EnvError::StoredRecord(other),
                 })?;
             self.issue_data_key(id, version, wrapped.to_vec(), &key, &req.recipient_public_key, &context)
