@@ -269,7 +269,12 @@ pub fn wrap_data_key(
     out.push(FORMAT);
     out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(data_key_id.as_bytes());
-    aead::encrypt(&k, &data_key_aad(version, data_key_id, context), data_key.expose(), &mut out)?;
+    aead::encrypt(
+        &k,
+        &data_key_aad(version, data_key_id, context),
+        data_key.expose(),
+        &mut out,
+    )?;
     Ok((version, out))
 }
 
@@ -369,7 +374,14 @@ mod tests {
         let (v, moved) = rewrap_wallet_key(&rotated, &id, &sealed.wrapped_key).unwrap();
         assert_eq!(v, 2);
         assert_eq!(&moved[..5], &[1, 0, 0, 0, 2]);
-        let m = open_wallet(&rotated, &id, KeyType::Secp256k1, &moved, &sealed.ciphertext).unwrap();
+        let m = open_wallet(
+            &rotated,
+            &id,
+            KeyType::Secp256k1,
+            &moved,
+            &sealed.ciphertext,
+        )
+        .unwrap();
         assert_eq!(m.private_key().expose(), &[7; 32]);
         // Bound to the wallet id.
         let other = Id::from_bytes([5; 16]);
@@ -383,7 +395,14 @@ mod tests {
             rewrap_wallet_key(&retired, &id, &sealed.wrapped_key).unwrap_err(),
             EnvelopeError::UnknownKeyVersion(1)
         );
-        assert!(open_wallet(&retired, &id, KeyType::Secp256k1, &moved, &sealed.ciphertext).is_ok());
+        assert!(open_wallet(
+            &retired,
+            &id,
+            KeyType::Secp256k1,
+            &moved,
+            &sealed.ciphertext
+        )
+        .is_ok());
     }
 
     #[test]
@@ -405,7 +424,10 @@ mod tests {
         for i in 0..wrapped.len() {
             let mut bad = wrapped.clone();
             bad[i] ^= 1;
-            assert!(unwrap_data_key(&rotated, &bad, b"\x00\x00").is_err(), "byte {i}");
+            assert!(
+                unwrap_data_key(&rotated, &bad, b"\x00\x00").is_err(),
+                "byte {i}"
+            );
         }
         // A data-key wrap is not a wallet-key wrap (separate derived key).
         assert!(rewrap_wallet_key(&rotated, &id, &wrapped).is_err());

@@ -295,7 +295,8 @@ impl KeySet {
             .filter(|l| *l > 0)
             .ok_or(CryptoError::Unsupported("wrapped key length"))?;
         let pt = self.plaintext_v2()?;
-        let mut out = Vec::with_capacity(8 + 3 + provider.len() + wrapped_key.len() + 28 + pt.len());
+        let mut out =
+            Vec::with_capacity(8 + 3 + provider.len() + wrapped_key.len() + 28 + pt.len());
         out.extend_from_slice(MAGIC);
         out.push(FORMAT_V2);
         out.push(plen);
@@ -313,7 +314,11 @@ impl KeySet {
             return Err(KeySetError::Format);
         }
         let (_, _, header_len) = split_v2(sealed)?;
-        let pt = aead::decrypt(keyset_key, &aad_v2(&sealed[..header_len]), &sealed[header_len..])?;
+        let pt = aead::decrypt(
+            keyset_key,
+            &aad_v2(&sealed[..header_len]),
+            &sealed[header_len..],
+        )?;
         Self::parse(pt.expose()).ok_or(KeySetError::Contents)
     }
 
@@ -450,7 +455,10 @@ mod tests {
             KeySet::open_wrapped(&sealed[..7], &key(3)).unwrap_err(),
             KeySetError::Format
         );
-        assert_eq!(sealed_header(&sealed[..12]).unwrap_err(), KeySetError::Format);
+        assert_eq!(
+            sealed_header(&sealed[..12]).unwrap_err(),
+            KeySetError::Format
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ use kms_e2e::{binaries, Deployment};
 
 fn pkcs11_env() -> Option<(String, String, String)> {
     if !cfg!(feature = "pkcs11") {
-        eprintln!("SKIPPED: pkcs11 end-to-end — built without the pkcs11 feature (use --all-features)");
+        eprintln!(
+            "SKIPPED: pkcs11 end-to-end — built without the pkcs11 feature (use --all-features)"
+        );
         return None;
     }
     let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -37,11 +39,16 @@ fn pkcs11_env() -> Option<(String, String, String)> {
 
 fn aws_env() -> Option<(String, String)> {
     if !cfg!(feature = "aws-kms") {
-        eprintln!("SKIPPED: aws-kms end-to-end — built without the aws-kms feature (use --all-features)");
+        eprintln!(
+            "SKIPPED: aws-kms end-to-end — built without the aws-kms feature (use --all-features)"
+        );
         return None;
     }
     let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match (get("KMS_TEST_AWS_KMS_ENDPOINT"), get("KMS_TEST_AWS_KMS_KEY_ID")) {
+    match (
+        get("KMS_TEST_AWS_KMS_ENDPOINT"),
+        get("KMS_TEST_AWS_KMS_KEY_ID"),
+    ) {
         (Some(e), Some(k)) => Some((e, k)),
         _ => {
             eprintln!("SKIPPED: aws-kms end-to-end — set KMS_TEST_AWS_KMS_ENDPOINT/_KEY_ID (. scripts/test-services.sh does)");
@@ -73,7 +80,11 @@ async fn round_trip_across_restart(d: &mut Deployment) {
     let receipt = client.import(&material).await.unwrap();
     d.stop_se();
     d.start_se();
-    let back = d.client().export_to_fresh_key(&receipt.wallet_id).await.unwrap();
+    let back = d
+        .client()
+        .export_to_fresh_key(&receipt.wallet_id)
+        .await
+        .unwrap();
     assert_eq!(back.private_key().expose(), material.private_key().expose());
 }
 
@@ -108,12 +119,19 @@ async fn local_passphrase_provider() {
         "1",
     ];
     let mut d = Deployment::start(&args);
-    assert!(!d.se_data().join("root.key").exists(), "no key file with a passphrase");
+    assert!(
+        !d.se_data().join("root.key").exists(),
+        "no key file with a passphrase"
+    );
     assert!(!d.logs().contains("root key file sits beside"));
     round_trip_across_restart(&mut d).await;
     d.stop_se();
     let wrong = write_secret(secrets.path(), "wrong", "incorrect horse");
-    refuses_to_start(&d.se_data(), &["--root-passphrase-file", &wrong], "refused to unwrap");
+    refuses_to_start(
+        &d.se_data(),
+        &["--root-passphrase-file", &wrong],
+        "refused to unwrap",
+    );
     // Without the passphrase: the key set names what it needs.
     refuses_to_start(&d.se_data(), &[], "passphrase");
 }
@@ -144,12 +162,30 @@ async fn pkcs11_provider() {
     d.stop_se();
     refuses_to_start(
         &d.se_data(),
-        &[&args[..6], &["--pkcs11-key-label", "no-such-key", "--pkcs11-pin-file", &pin_file]].concat(),
+        &[
+            &args[..6],
+            &[
+                "--pkcs11-key-label",
+                "no-such-key",
+                "--pkcs11-pin-file",
+                &pin_file,
+            ],
+        ]
+        .concat(),
         "unavailable",
     );
     refuses_to_start(
         &d.se_data(),
-        &[&["--root-key", "pkcs11", "--pkcs11-module", "/nonexistent/libpkcs11.so"][..], &args[4..]].concat(),
+        &[
+            &[
+                "--root-key",
+                "pkcs11",
+                "--pkcs11-module",
+                "/nonexistent/libpkcs11.so",
+            ][..],
+            &args[4..],
+        ]
+        .concat(),
         "unavailable",
     );
 }
@@ -218,13 +254,20 @@ async fn reseal_moves_a_live_data_dir_to_another_root_key() {
     d.stop_se();
     let done = reseal(&to_pass);
     assert!(done.status.success(), "{done:?}");
-    assert_ne!(std::fs::read(d.se_data().join("keyset.sealed")).unwrap(), before);
+    assert_ne!(
+        std::fs::read(d.se_data().join("keyset.sealed")).unwrap(),
+        before
+    );
     // The old key file no longer opens it.
     refuses_to_start(&d.se_data(), &[], "passphrase");
     let pass_args = ["--root-passphrase-file", pass.as_str()];
     d = restart_with(d, &pass_args);
     assert_eq!(d.identity_text(), pinned, "the identity key is kept");
-    let back = d.client().export_to_fresh_key(&receipt.wallet_id).await.unwrap();
+    let back = d
+        .client()
+        .export_to_fresh_key(&receipt.wallet_id)
+        .await
+        .unwrap();
     assert_eq!(back.private_key().expose(), material.private_key().expose());
 
     if let Some((module, token, pin)) = pkcs11_env() {
@@ -267,7 +310,11 @@ async fn reseal_moves_a_live_data_dir_to_another_root_key() {
         ];
         d = restart_with(d, &pk_args);
         assert_eq!(d.identity_text(), pinned);
-        let back = d.client().export_to_fresh_key(&receipt.wallet_id).await.unwrap();
+        let back = d
+            .client()
+            .export_to_fresh_key(&receipt.wallet_id)
+            .await
+            .unwrap();
         assert_eq!(back.private_key().expose(), material.private_key().expose());
     }
 
@@ -275,8 +322,7 @@ async fn reseal_moves_a_live_data_dir_to_another_root_key() {
     // outside a request within a second or so).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let page =
-            kms_e2e::raw("GET", &format!("{}/v1/audit?limit=1000", d.api_url()), None).await;
+        let page = kms_e2e::raw("GET", &format!("{}/v1/audit?limit=1000", d.api_url()), None).await;
         let events: Vec<String> = page.body["records"]
             .as_array()
             .unwrap()

@@ -97,13 +97,16 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let failures = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
-        let ids: Arc<Vec<Wallet>> =
-            Arc::new(sample.iter().map(|(k, v)| (*k, v.clone())).collect());
+        let ids: Arc<Vec<Wallet>> = Arc::new(sample.iter().map(|(k, v)| (*k, v.clone())).collect());
         let mut tasks = Vec::new();
         for t in 0..exporters {
             let client = d.client();
-            let (stop, failures, requests, ids) =
-                (stop.clone(), failures.clone(), requests.clone(), ids.clone());
+            let (stop, failures, requests, ids) = (
+                stop.clone(),
+                failures.clone(),
+                requests.clone(),
+                ids.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut i = t;
                 while !stop.load(Ordering::Relaxed) {
@@ -133,8 +136,8 @@ impl Load {
             while !stop2.load(Ordering::Relaxed) {
                 n = n.wrapping_add(1);
                 let secret = vec![n | 1; 32];
-                let m = KeyMaterial::new(KeyType::Raw, SecretBytes::new(secret.clone()), None)
-                    .unwrap();
+                let m =
+                    KeyMaterial::new(KeyType::Raw, SecretBytes::new(secret.clone()), None).unwrap();
                 requests2.fetch_add(1, Ordering::Relaxed);
                 match client.import(&m).await {
                     Ok(r) => imported.push((r.wallet_id, secret)),
@@ -201,8 +204,7 @@ async fn rotation_of_100k_wallets_under_load() {
         "encryption_context": context,
         "recipient_public_key": kms_protocol::b64::encode(recipient.public_key().as_bytes()),
     });
-    let generated =
-        kms_e2e::post_json(&format!("{}/v1/data-keys", d.api_url()), &dk_body).await;
+    let generated = kms_e2e::post_json(&format!("{}/v1/data-keys", d.api_url()), &dk_body).await;
     assert_eq!(generated.status, 200, "{}", generated.body);
     assert_eq!(generated.body["master_key_version"], 1);
     let wrapped = generated.body["wrapped_key"].as_str().unwrap().to_owned();
@@ -246,13 +248,23 @@ async fn rotation_of_100k_wallets_under_load() {
     assert!(requests > 20, "the load ran ({requests} requests)");
 
     let job = wait_for_job(&d, Duration::from_secs(5)).await;
-    assert_eq!((job.state, job.failed, job.remaining), (RewrapState::Done, 0, 0));
+    assert_eq!(
+        (job.state, job.failed, job.remaining),
+        (RewrapState::Done, 0, 0)
+    );
     // The seeded wallets, and any imported under version 1 just before the rotation.
-    assert!(job.rewrapped >= n && job.rewrapped <= n + imported.len() as u64, "{job:?}");
+    assert!(
+        job.rewrapped >= n && job.rewrapped <= n + imported.len() as u64,
+        "{job:?}"
+    );
     let after: KeysOverview = admin_get(&d, "/admin/v1/keys").await;
     assert_eq!(after.current_version, 2);
     assert_eq!(wallets_under(&after, 1), 0);
-    assert_eq!(wallets_under(&after, 2), n + imported.len() as u64, "no wallet lost");
+    assert_eq!(
+        wallets_under(&after, 2),
+        n + imported.len() as u64,
+        "no wallet lost"
+    );
 
     // Re-running the job is a no-op.
     let again = admin(&d, &["rewrap"]);
@@ -263,13 +275,20 @@ async fn rotation_of_100k_wallets_under_load() {
     let retired = admin(&d, &["retire", "1"]);
     assert!(retired.status.success(), "{retired:?}");
     let client = d.client();
-    for (id, secret) in sample.iter().take(50).chain(imported.iter().take(20).map(|(a, b)| (a, b))) {
+    for (id, secret) in sample
+        .iter()
+        .take(50)
+        .chain(imported.iter().take(20).map(|(a, b)| (a, b)))
+    {
         let m = client.export_to_fresh_key(id).await.unwrap();
         assert_eq!(m.private_key().expose(), &secret[..]);
     }
     // The version-1 data key is now refused, and says why.
-    let refused =
-        kms_e2e::post_json(&format!("{}/v1/data-keys/decrypt", d.api_url()), &decrypt_body).await;
+    let refused = kms_e2e::post_json(
+        &format!("{}/v1/data-keys/decrypt", d.api_url()),
+        &decrypt_body,
+    )
+    .await;
     refused.assert_error(422, "decryption_failed");
     assert!(refused.body["error"]["message"]
         .as_str()
@@ -359,7 +378,12 @@ async fn admin_api_is_off_by_default_and_checks_its_input() {
     let a = kms_e2e::raw("GET", &format!("{base}/admin/v1/nope"), None).await;
     a.assert_error(404, "not_found");
     // The public API has no admin routes.
-    let a = kms_e2e::raw("POST", &format!("{}/admin/v1/keys/rotate", d.api_url()), None).await;
+    let a = kms_e2e::raw(
+        "POST",
+        &format!("{}/admin/v1/keys/rotate", d.api_url()),
+        None,
+    )
+    .await;
     a.assert_error(404, "not_found");
     drop(d);
 
@@ -390,7 +414,13 @@ async fn admin_api_is_off_by_default_and_checks_its_input() {
     let out = admin(&d, &["status"]);
     assert!(!out.status.success());
     let out = std::process::Command::new(&binaries().kms_admin)
-        .args(["--admin-url", &d.admin_url(), "--token-file", token.to_str().unwrap(), "status"])
+        .args([
+            "--admin-url",
+            &d.admin_url(),
+            "--token-file",
+            token.to_str().unwrap(),
+            "status",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -81,7 +81,10 @@ pub fn admin_app(admin: Admin) -> Router {
         .route(PATH_REWRAP, get(rewrap_status).post(start_rewrap))
         .fallback(|| async { error_response(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
-            error_response(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+            error_response(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this route",
+            )
         })
         .layer(middleware::from_fn_with_state(admin.clone(), require_token))
         .with_state(admin)
@@ -139,7 +142,10 @@ async fn keys(State(a): State<Admin>) -> Result<Json<KeysOverview>, ApiError> {
 async fn rotate(State(a): State<Admin>) -> Result<Json<KeysOverview>, ApiError> {
     let changed: KeysChanged = a.state.env.post(internal::PATH_KEYS_ROTATE, &()).await?;
     a.state.store.insert_audit(&changed.audit).await?;
-    tracing::info!(current = changed.status.current_version, "master key rotated");
+    tracing::info!(
+        current = changed.status.current_version,
+        "master key rotated"
+    );
     Ok(Json(overview(&a.state, changed.status).await?))
 }
 
@@ -284,7 +290,9 @@ async fn run_job(a: &Admin, batch: u32) -> Result<(), ApiError> {
     let mut moved_this_pass = 0u64;
     loop {
         let rows = retrying(a, "reading a batch", || async {
-            Ok(s.store.wallets_to_rewrap(target, cursor.as_ref(), batch).await?)
+            Ok(s.store
+                .wallets_to_rewrap(target, cursor.as_ref(), batch)
+                .await?)
         })
         .await?;
         if rows.is_empty() {
@@ -321,7 +329,10 @@ async fn run_job(a: &Admin, batch: u32) -> Result<(), ApiError> {
                 j.target_version = Some(target);
                 j.remaining = left;
             });
-            tracing::info!(target, "master key rotated during the re-wrap; following it");
+            tracing::info!(
+                target,
+                "master key rotated during the re-wrap; following it"
+            );
             continue;
         }
         let pairs: Vec<_> = done

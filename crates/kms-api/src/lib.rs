@@ -1,8 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
-pub mod config;
 pub mod admin;
+pub mod config;
 pub mod error;
 pub mod extract;
 pub mod openapi;

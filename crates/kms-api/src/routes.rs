@@ -16,8 +16,7 @@ use kms_protocol::api::{
 use kms_protocol::audit::AuditPage;
 use kms_protocol::data_key::{DataKey, DecryptDataKey, GenerateDataKey};
 use kms_protocol::internal::{
-    self, DataKeyIssued, Export, Exported, Identity, Import, Imported, SessionStarted,
-    StartSession,
+    self, DataKeyIssued, Export, Exported, Identity, Import, Imported, SessionStarted, StartSession,
 };
 use kms_protocol::{ErrorCode, MAX_BODY_BYTES};
 use kms_store::SessionRecord;
@@ -366,7 +365,13 @@ async fn decrypt_data_key(
     JsonBody(req): JsonBody<DecryptDataKey>,
 ) -> Result<Json<DataKey>, ApiError> {
     let issued: DataKeyIssued = relay(&s, internal::PATH_DATA_KEYS_DECRYPT, &req).await?;
-    data_key_reply(&s, issued, &req.recipient_public_key, Some(&req.wrapped_key)).await
+    data_key_reply(
+        &s,
+        issued,
+        &req.recipient_public_key,
+        Some(&req.wrapped_key),
+    )
+    .await
 }
 
 /// Checks the secure environment answered this request, stores the audit

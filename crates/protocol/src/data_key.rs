@@ -55,9 +55,19 @@ impl EncryptionContext {
     /// `u16be(n) ‖ n × (u16be(len(key)) ‖ key ‖ u16be(len(value)) ‖ value)`,
     /// pairs sorted by the keys' UTF-8 bytes.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(2 + self.0.iter().map(|(k, v)| 4 + k.len() + v.len()).sum::<usize>());
+        let mut out = Vec::with_capacity(
+            2 + self
+                .0
+                .iter()
+                .map(|(k, v)| 4 + k.len() + v.len())
+                .sum::<usize>(),
+        );
         // Bounded by the limits above, so every length fits in u16.
-        out.extend_from_slice(&u16::try_from(self.0.len()).unwrap_or(u16::MAX).to_be_bytes());
+        out.extend_from_slice(
+            &u16::try_from(self.0.len())
+                .unwrap_or(u16::MAX)
+                .to_be_bytes(),
+        );
         for (k, v) in &self.0 {
             for s in [k, v] {
                 out.extend_from_slice(&u16::try_from(s.len()).unwrap_or(u16::MAX).to_be_bytes());
@@ -173,7 +183,10 @@ mod tests {
             r#"{"a":null}"#,
             r#"["a"]"#,
         ] {
-            assert!(serde_json::from_str::<EncryptionContext>(bad).is_err(), "{bad}");
+            assert!(
+                serde_json::from_str::<EncryptionContext>(bad).is_err(),
+                "{bad}"
+            );
         }
         let long = format!(r#"{{"{}":"x"}}"#, "k".repeat(129));
         assert!(serde_json::from_str::<EncryptionContext>(&long).is_err());
@@ -186,7 +199,10 @@ mod tests {
         let g: GenerateDataKey =
             serde_json::from_str(&format!(r#"{{"recipient_public_key": "{key}"}}"#)).unwrap();
         assert_eq!(g.encryption_context, EncryptionContext::default());
-        let many: String = (0..17).map(|i| format!(r#""k{i}":"v""#)).collect::<Vec<_>>().join(",");
+        let many: String = (0..17)
+            .map(|i| format!(r#""k{i}":"v""#))
+            .collect::<Vec<_>>()
+            .join(",");
         assert!(serde_json::from_str::<EncryptionContext>(&format!("{{{many}}}")).is_err());
     }
 }

@@ -61,7 +61,13 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct RootKeyArgs {
     /// The root-key provider.
-    #[arg(long = "root-key", env = "SECURE_ENV_ROOT_KEY", value_enum, default_value = "local", global = true)]
+    #[arg(
+        long = "root-key",
+        env = "SECURE_ENV_ROOT_KEY",
+        value_enum,
+        default_value = "local",
+        global = true
+    )]
     pub kind: RootKeyKind,
 
     /// local: file holding the 32-byte root key (default: root.key in the
@@ -103,7 +109,12 @@ pub struct RootKeyArgs {
 
     /// pkcs11: the label of the non-extractable AES-256 root key; created
     /// in the token when a new key set is created and none exists.
-    #[arg(long, env = "SECURE_ENV_PKCS11_KEY_LABEL", default_value = "kms-root-key", global = true)]
+    #[arg(
+        long,
+        env = "SECURE_ENV_PKCS11_KEY_LABEL",
+        default_value = "kms-root-key",
+        global = true
+    )]
     pub pkcs11_key_label: String,
 
     /// pkcs11: file holding the user PIN. The PIN may also come from the
@@ -124,7 +135,12 @@ pub struct RootKeyArgs {
     pub aws_region: Option<String>,
 
     /// aws-kms: this deployment's name, bound into the encryption context.
-    #[arg(long, env = "SECURE_ENV_DEPLOYMENT", default_value = "kms", global = true)]
+    #[arg(
+        long,
+        env = "SECURE_ENV_DEPLOYMENT",
+        default_value = "kms",
+        global = true
+    )]
     pub deployment: String,
 }
 
@@ -194,7 +210,9 @@ impl RootKeyArgs {
             }),
             RootKeyKind::Pkcs11 => RootKeySpec::Pkcs11(Pkcs11Settings {
                 module: self.pkcs11_module.clone().ok_or_else(|| {
-                    anyhow::anyhow!("--root-key pkcs11 needs --pkcs11-module (SECURE_ENV_PKCS11_MODULE)")
+                    anyhow::anyhow!(
+                        "--root-key pkcs11 needs --pkcs11-module (SECURE_ENV_PKCS11_MODULE)"
+                    )
                 })?,
                 token_label: self.pkcs11_token_label.clone(),
                 key_label: self.pkcs11_key_label.clone(),
@@ -203,7 +221,9 @@ impl RootKeyArgs {
             }),
             RootKeyKind::AwsKms => RootKeySpec::AwsKms(AwsKmsSettings {
                 key_id: self.aws_kms_key_id.clone().ok_or_else(|| {
-                    anyhow::anyhow!("--root-key aws-kms needs --aws-kms-key-id (SECURE_ENV_AWS_KMS_KEY_ID)")
+                    anyhow::anyhow!(
+                        "--root-key aws-kms needs --aws-kms-key-id (SECURE_ENV_AWS_KMS_KEY_ID)"
+                    )
                 })?,
                 endpoint: self.aws_kms_endpoint.clone(),
                 region: self.aws_region.clone(),
@@ -215,7 +235,11 @@ impl RootKeyArgs {
 
 impl ResealArgs {
     /// The new provider's settings: the current ones, overridden by `--to…`.
-    pub fn spec(&self, current: &RootKeyArgs, data_dir: &std::path::Path) -> anyhow::Result<RootKeySpec> {
+    pub fn spec(
+        &self,
+        current: &RootKeyArgs,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<RootKeySpec> {
         let mut next = current.clone();
         next.kind = self.kind;
         // A new local root key needs its own file or passphrase: reusing

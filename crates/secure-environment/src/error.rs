@@ -104,13 +104,13 @@ impl EnvError {
             Self::StoredRecord(_) | Self::Crypto(_) => "internal error",
             Self::AuditUnavailable(_) => "the audit log cannot be written; retry shortly",
             Self::MalformedDataKey => "wrapped_key is not a data key of this service",
-            Self::DataKeyDoesNotOpen => {
-                "wrapped_key does not open under this encryption_context"
-            }
+            Self::DataKeyDoesNotOpen => "wrapped_key does not open under this encryption_context",
             Self::RetiredVersion(_) => {
                 "wrapped_key is under a retired master key version and can no longer be decrypted"
             }
-            Self::UnknownVersion(_) => "wrapped_key is under a master key version this service does not hold",
+            Self::UnknownVersion(_) => {
+                "wrapped_key is under a master key version this service does not hold"
+            }
             Self::KeyChange(kms_crypto::keyset::ChangeError::UnknownVersion(_)) => {
                 "no such master key version"
             }

@@ -33,13 +33,17 @@ pub enum KeystoreError {
         #[source]
         source: io::Error,
     },
-    #[error("the key set {path} does not open; refusing to start (a key set is never regenerated)")]
+    #[error(
+        "the key set {path} does not open; refusing to start (a key set is never regenerated)"
+    )]
     KeySet {
         path: PathBuf,
         #[source]
         source: KeySetError,
     },
-    #[error("the key set {path} cannot be opened; refusing to start (a key set is never regenerated)")]
+    #[error(
+        "the key set {path} cannot be opened; refusing to start (a key set is never regenerated)"
+    )]
     Provider {
         path: PathBuf,
         #[source]
@@ -238,10 +242,12 @@ pub fn load_or_create(data_dir: &Path, spec: &RootKeySpec) -> Result<Loaded, Key
                 audit: audit_path,
             });
         }
-        let provider = spec.connect(true).map_err(|source| KeystoreError::Provider {
-            path: keyset_path.clone(),
-            source,
-        })?;
+        let provider = spec
+            .connect(true)
+            .map_err(|source| KeystoreError::Provider {
+                path: keyset_path.clone(),
+                source,
+            })?;
         let file = KeySetFile {
             path: keyset_path,
             provider,
@@ -314,7 +320,9 @@ pub fn reseal<T>(
     // Prove the new file opens with the new settings before returning.
     let (reopened, file) = open_existing(&keyset_path, to)?;
     if reopened.identity().public_key() != keys.identity().public_key() {
-        return Err(KeystoreError::Reseal("the re-sealed key set differs".into()));
+        return Err(KeystoreError::Reseal(
+            "the re-sealed key set differs".into(),
+        ));
     }
     Ok((
         Loaded {
@@ -506,15 +514,24 @@ mod tests {
         fs::write(data.join(KEYSET_FILE), keys.seal_legacy(&root).unwrap()).unwrap();
         let loaded = load_or_create(&data, &local(&data, None)).unwrap();
         assert!(!loaded.created);
-        assert_eq!(loaded.keys.identity().public_key(), keys.identity().public_key());
+        assert_eq!(
+            loaded.keys.identity().public_key(),
+            keys.identity().public_key()
+        );
         let sealed = fs::read(data.join(KEYSET_FILE)).unwrap();
         assert!(matches!(
             kms_crypto::keyset::sealed_header(&sealed).unwrap(),
-            SealedHeader::Wrapped { provider: "local", .. }
+            SealedHeader::Wrapped {
+                provider: "local",
+                ..
+            }
         ));
         drop(loaded);
         let again = load_or_create(&data, &local(&data, None)).unwrap();
-        assert_eq!(again.keys.identity().public_key(), keys.identity().public_key());
+        assert_eq!(
+            again.keys.identity().public_key(),
+            keys.identity().public_key()
+        );
     }
 
     #[test]
@@ -572,7 +589,10 @@ mod tests {
             pin_env: "X",
         });
         let err = load_or_create(&data, &pkcs).unwrap_err();
-        assert!(matches!(err, KeystoreError::ProviderMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, KeystoreError::ProviderMismatch { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("reseal"));
     }
 }

@@ -75,12 +75,21 @@ fn reseal(cli: &Cli, to: &secure_environment::config::ResealArgs) -> anyhow::Res
     warn_if_dev_root_key(&loaded);
     let identity = *loaded.keys.identity().public_key();
     let lock = loaded.lock;
-    let runtime = SecureRuntime::new(loaded.keys, audit, cli.session_ttl, String::new(), system_clock());
+    let runtime = SecureRuntime::new(
+        loaded.keys,
+        audit,
+        cli.session_ttl,
+        String::new(),
+        system_clock(),
+    );
     runtime
         .trusted_env_exec(|env| env.record(AuditEntry::new(AuditEvent::KeysetResealed, "ok")))
         .context("writing the audit record of the re-seal")?;
     drop(lock);
-    println!("re-sealed the key set under the {provider} root-key provider; identity {}", b64::encode(identity.as_bytes()));
+    println!(
+        "re-sealed the key set under the {provider} root-key provider; identity {}",
+        b64::encode(identity.as_bytes())
+    );
     Ok(())
 }
 

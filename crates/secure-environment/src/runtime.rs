@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use kms_crypto::audit::{fingerprint, seal_record};
 use kms_crypto::envelope;
-use kms_crypto::hpke::{self, HpkeSecretKey};
 use kms_crypto::envelope::EnvelopeError;
+use kms_crypto::hpke::{self, HpkeSecretKey};
 use kms_crypto::keyset::{ChangeError, KeySet};
 use kms_crypto::material::KeyMaterial;
 use kms_crypto::{labels, messages, rng, sign};
@@ -480,7 +480,9 @@ impl TrustedEnv<'_> {
     /// that no stored wallet or open session is under it; data keys
     /// callers hold under it stop decrypting (refused as retired).
     pub fn retire_master_key(&self, version: u32) -> Result<KeysChanged, EnvError> {
-        self.change_keys(AuditEvent::MasterKeyRetired, |k| Ok((k.retired(version)?, version)))
+        self.change_keys(AuditEvent::MasterKeyRetired, |k| {
+            Ok((k.retired(version)?, version))
+        })
     }
 
     /// Seals, saves, then swaps in a changed key set, and records it. A
@@ -518,7 +520,9 @@ impl TrustedEnv<'_> {
     /// in `failed` and the rest proceed.
     pub fn rewrap(&self, req: &Rewrap) -> Result<Rewrapped, EnvError> {
         if req.wallets.len() > REWRAP_BATCH_MAX {
-            return Err(EnvError::BadRequest("at most 1000 wallets per rewrap batch"));
+            return Err(EnvError::BadRequest(
+                "at most 1000 wallets per rewrap batch",
+            ));
         }
         let mut wallets = Vec::with_capacity(req.wallets.len());
         let mut failed = Vec::new();
@@ -554,7 +558,14 @@ impl TrustedEnv<'_> {
             rng::RandomSource::fill(&mut rng::SystemRng, key.expose_mut())?;
             let context = req.encryption_context.canonical_bytes();
             let (version, wrapped) = envelope::wrap_data_key(&self.keys, &id, &context, &key)?;
-            self.issue_data_key(id, version, wrapped, &key, &req.recipient_public_key, &context)
+            self.issue_data_key(
+                id,
+                version,
+                wrapped,
+                &key,
+                &req.recipient_public_key,
+                &context,
+            )
         })();
         self.finish_data_key(result, entry)
     }
@@ -582,7 +593,14 @@ impl TrustedEnv<'_> {
                     EnvelopeError::Open => EnvError::DataKeyDoesNotOpen,
                     other => EnvError::StoredRecord(other),
                 })?;
-            self.issue_data_key(id, version, wrapped.to_vec(), &key, &req.recipient_public_key, &context)
+            self.issue_data_key(
+                id,
+                version,
+                wrapped.to_vec(),
+                &key,
+                &req.recipient_public_key,
+                &context,
+            )
         })();
         self.finish_data_key(result, entry)
     }
@@ -596,8 +614,12 @@ impl TrustedEnv<'_> {
         recipient: &P256PublicKey,
         context: &[u8],
     ) -> Result<DataKey, EnvError> {
-        let encrypted_key = hpke::seal(recipient, &hpke::info(labels::DATA_KEY_SEAL, &id), key.expose())
-            .map_err(|_| EnvError::InvalidPublicKey)?;
+        let encrypted_key = hpke::seal(
+            recipient,
+            &hpke::info(labels::DATA_KEY_SEAL, &id),
+            key.expose(),
+        )
+        .map_err(|_| EnvError::InvalidPublicKey)?;
         let msg = messages::data_key_response(
             &id,
             version,

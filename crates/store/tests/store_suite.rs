@@ -331,11 +331,16 @@ async fn check_rewrap_batches_are_compare_and_set(store: Arc<dyn Store>) {
         import(store.as_ref(), &seqs, random_id(42, n), &w).await;
         wallets.push(w);
     }
-    assert_eq!(store.wallets_per_version().await.unwrap(), vec![(1, 6), (2, 1)]);
+    assert_eq!(
+        store.wallets_per_version().await.unwrap(),
+        vec![(1, 6), (2, 1)]
+    );
     // Batches in id order, skipping wallets already under the current version.
     let first = store.wallets_to_rewrap(2, None, 4).await.unwrap();
     assert_eq!(first.len(), 4);
-    assert!(first.windows(2).all(|p| p[0].wallet_id.as_bytes() < p[1].wallet_id.as_bytes()));
+    assert!(first
+        .windows(2)
+        .all(|p| p[0].wallet_id.as_bytes() < p[1].wallet_id.as_bytes()));
     assert!(first.iter().all(|w| w.master_key_version == 1));
     let rest = store
         .wallets_to_rewrap(2, Some(&first[3].wallet_id), 100)
@@ -357,10 +362,19 @@ async fn check_rewrap_batches_are_compare_and_set(store: Arc<dyn Store>) {
         (first[3].clone(), moved(&first[3])),
     ];
     assert_eq!(store.apply_rewrap(&batch).await.unwrap(), 3);
-    assert_eq!(store.wallets_per_version().await.unwrap(), vec![(1, 3), (2, 4)]);
+    assert_eq!(
+        store.wallets_per_version().await.unwrap(),
+        vec![(1, 3), (2, 4)]
+    );
     let w0 = store.wallet(&first[0].wallet_id).await.unwrap().unwrap();
-    assert_eq!((w0.master_key_version, w0.wrapped_key.0), (2, vec![0xee; 65]));
-    let original = wallets.iter().find(|w| w.wallet_id == first[0].wallet_id).unwrap();
+    assert_eq!(
+        (w0.master_key_version, w0.wrapped_key.0),
+        (2, vec![0xee; 65])
+    );
+    let original = wallets
+        .iter()
+        .find(|w| w.wallet_id == first[0].wallet_id)
+        .unwrap();
     assert_eq!(w0.ciphertext, original.ciphertext, "ciphertext untouched");
     // Applying the same batch again changes nothing (idempotent re-run).
     assert_eq!(store.apply_rewrap(&batch).await.unwrap(), 0);
@@ -370,7 +384,10 @@ async fn check_rewrap_batches_are_compare_and_set(store: Arc<dyn Store>) {
         (rest[0].clone(), moved(&rest[1])),
     ];
     assert!(store.apply_rewrap(&crossed).await.is_err());
-    assert_eq!(store.wallets_per_version().await.unwrap(), vec![(1, 3), (2, 4)]);
+    assert_eq!(
+        store.wallets_per_version().await.unwrap(),
+        vec![(1, 3), (2, 4)]
+    );
 }
 
 async fn check_open_sessions_under_a_version(store: Arc<dyn Store>) {
@@ -381,9 +398,14 @@ async fn check_open_sessions_under_a_version(store: Arc<dyn Store>) {
         b.extend_from_slice(&[0xa5; 56]);
         b
     };
-    for (n, (v, expires, done)) in [(1, 2_000, false), (1, 500, false), (1, 2_000, true), (2, 2_000, false)]
-        .into_iter()
-        .enumerate()
+    for (n, (v, expires, done)) in [
+        (1, 2_000, false),
+        (1, 500, false),
+        (1, 2_000, true),
+        (2, 2_000, false),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut s = session(random_id(43, n as u64), expires);
         s.sealed_state = sealed(v);

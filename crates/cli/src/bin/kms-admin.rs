@@ -19,7 +19,12 @@ use kms_protocol::admin::{
 #[command(name = "kms-admin", version, about)]
 struct Cli {
     /// Base URL of kms-api's admin API (its --admin-listen address).
-    #[arg(long, env = "KMS_ADMIN_URL", default_value = "http://127.0.0.1:3003", global = true)]
+    #[arg(
+        long,
+        env = "KMS_ADMIN_URL",
+        default_value = "http://127.0.0.1:3003",
+        global = true
+    )]
     admin_url: String,
     /// File holding the admin bearer token, if kms-api requires one.
     #[arg(long, env = "KMS_ADMIN_TOKEN_FILE", global = true)]
@@ -119,8 +124,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Status => {
-            let keys: KeysOverview = api.send(api.request(reqwest::Method::GET, PATH_KEYS)).await?;
-            let job: RewrapStatus = api.send(api.request(reqwest::Method::GET, PATH_REWRAP)).await?;
+            let keys: KeysOverview = api
+                .send(api.request(reqwest::Method::GET, PATH_KEYS))
+                .await?;
+            let job: RewrapStatus = api
+                .send(api.request(reqwest::Method::GET, PATH_REWRAP))
+                .await?;
             if cli.json {
                 println!("{}", serde_json::json!({"keys": keys, "rewrap": job}));
             } else {
@@ -129,13 +138,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Rotate => {
-            let keys: KeysOverview = api.send(api.request(reqwest::Method::POST, PATH_ROTATE)).await?;
+            let keys: KeysOverview = api
+                .send(api.request(reqwest::Method::POST, PATH_ROTATE))
+                .await?;
             if cli.json {
                 println!("{}", serde_json::to_string(&keys)?);
             } else {
                 println!("master key version {} is now current", keys.current_version);
                 print_keys(&keys);
-                let behind: u64 = keys.versions.iter().filter(|v| !v.current).map(|v| v.wallets).sum();
+                let behind: u64 = keys
+                    .versions
+                    .iter()
+                    .filter(|v| !v.current)
+                    .map(|v| v.wallets)
+                    .sum();
                 if behind > 0 {
                     println!("{behind} wallets are under older versions: run `kms-admin rewrap`");
                 }
@@ -210,7 +226,9 @@ async fn follow(api: &Api, mut job: RewrapStatus, quiet: bool) -> anyhow::Result
     );
     while job.state == RewrapState::Running {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        job = api.send(api.request(reqwest::Method::GET, PATH_REWRAP)).await?;
+        job = api
+            .send(api.request(reqwest::Method::GET, PATH_REWRAP))
+            .await?;
         bar.set_length(job.rewrapped + job.remaining);
         bar.set_position(job.rewrapped);
         bar.set_message(job.message.clone().unwrap_or_default());
@@ -221,7 +239,10 @@ async fn follow(api: &Api, mut job: RewrapStatus, quiet: bool) -> anyhow::Result
 
 fn print_keys(k: &KeysOverview) {
     println!("root-key provider: {}", k.provider);
-    println!("{:>8}  {:>7}  {:>12}  {:>13}", "version", "current", "wallets", "open sessions");
+    println!(
+        "{:>8}  {:>7}  {:>12}  {:>13}",
+        "version", "current", "wallets", "open sessions"
+    );
     for v in &k.versions {
         println!(
             "{:>8}  {:>7}  {:>12}  {:>13}",
@@ -246,7 +267,10 @@ fn print_job(j: &RewrapStatus) {
     };
     print!("re-wrap: {state}");
     if let Some(t) = j.target_version {
-        print!(", to version {t}: {} moved, {} remaining, {} failed, {} batches, {}/s", j.rewrapped, j.remaining, j.failed, j.batches, j.per_second);
+        print!(
+            ", to version {t}: {} moved, {} remaining, {} failed, {} batches, {}/s",
+            j.rewrapped, j.remaining, j.failed, j.batches, j.per_second
+        );
     }
     if let Some(eta) = j.eta_seconds {
         print!(", ETA {eta} s");

@@ -28,8 +28,14 @@ const SALT: usize = 16;
 const PASS_HEADER: usize = 1 + 12 + SALT;
 
 enum Source {
-    KeyFile { path: PathBuf, key: SecretKey },
-    Passphrase { pass: SecretBytes, argon2: Argon2Params },
+    KeyFile {
+        path: PathBuf,
+        key: SecretKey,
+    },
+    Passphrase {
+        pass: SecretBytes,
+        argon2: Argon2Params,
+    },
 }
 
 /// The `local` provider.

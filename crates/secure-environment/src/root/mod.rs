@@ -18,11 +18,11 @@ use std::path::PathBuf;
 use kms_crypto::kdf::Argon2Params;
 use kms_crypto::{SecretBytes, SecretKey};
 
+#[cfg(feature = "aws-kms")]
+pub mod aws_kms;
 pub mod local;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
-#[cfg(feature = "aws-kms")]
-pub mod aws_kms;
 
 /// Wraps and unwraps the key-set key. Implementations block (an HSM or a
 /// network call); the secure environment calls them at start, and from a
