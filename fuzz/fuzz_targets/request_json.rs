@@ -4,6 +4,7 @@
 
 use kms_api::extract::{parse_json, AuditQuery, ListQuery};
 use kms_protocol::api::{CompleteImport, ExportWallet, StartImportSession};
+use kms_protocol::data_key::{DecryptDataKey, GenerateDataKey};
 use kms_protocol::Id;
 use libfuzzer_sys::fuzz_target;
 
@@ -18,6 +19,8 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<StartImportSession>(data);
     round_trip::<CompleteImport>(data);
     round_trip::<ExportWallet>(data);
+    round_trip::<GenerateDataKey>(data);
+    round_trip::<DecryptDataKey>(data);
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = ListQuery::parse(Some(text));
         let _ = AuditQuery::parse(Some(text));
