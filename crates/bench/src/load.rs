@@ -1,0 +1,325 @@
+//! Load against a running kms-api: `concurrency` tasks each send one
+//! request after another (keep-alive, pooled) for `seconds`, after a
+//! warm-up that is not counted.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kms_crypto::hpke::{self, HpkeSecretKey};
+use kms_crypto::labels;
+use kms_protocol::api::ImportEnvelope;
+use kms_protocol::{b64, KeyType};
+
+use crate::Spread;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Op {
+    /// `POST /v1/wallets/{id}/export` to a fixed recipient.
+    Export,
+    /// `POST /v1/import-sessions` then `…/complete` (HPKE seal in the client).
+    Import,
+    /// `POST /v1/data-keys/decrypt` of one wrapped key.
+    DataKeyDecrypt,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "http://127.0.0.1:3002")]
+    api_url: String,
+    #[arg(long, value_enum)]
+    op: Op,
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    concurrency: Vec<usize>,
+    /// Seconds measured per level.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Warm-up seconds per level, not counted.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Repeats of each level (the spread is over these).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Wallets to export from (imported first).
+    #[arg(long, default_value_t = 64)]
+    wallets: usize,
+    /// Server processes to watch, as NAME=PID (CPU and RSS from /proc).
+    #[arg(long = "pid", value_parser = parse_pid)]
+    pids: Vec<(String, u32)>,
+    /// Worker threads of the load generator itself.
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// Also append the results as JSON lines to this file.
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+fn parse_pid(s: &str) -> Result<(String, u32), String> {
+    let (n, p) = s.split_once('=').ok_or("NAME=PID")?;
+    Ok((n.to_owned(), p.parse().map_err(|_| "PID is a number")?))
+}
+
+/// utime + stime in clock ticks, and VmRSS / VmHWM in KiB.
+fn proc_sample(pid: u32) -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(") ")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Some((ticks, kib("VmRSS:"), kib("VmHWM:")))
+}
+
+fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+struct Fixture {
+    http: reqwest::Client,
+    base: String,
+    export_urls: Vec<String>,
+    export_body: Vec<u8>,
+    decrypt_body: Vec<u8>,
+    import_plaintext: Vec<u8>,
+}
+
+async fn fixture(a: &Args) -> anyhow::Result<Fixture> {
+    let base = a.api_url.trim_end_matches('/').to_owned();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let attestation: serde_json::Value = http
+        .get(format!("{base}/v1/attestation"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let identity = kms_client::parse_identity_public_key(
+        attestation["identity_public_key"]
+            .as_str()
+            .unwrap_or_default(),
+    )?;
+    let client = kms_client::KmsClient::new(&base, identity)?;
+    let material = kms_client::generate_key_material(KeyType::Secp256k1)?;
+    let mut export_urls = Vec::new();
+    if a.op == Op::Export {
+        for _ in 0..a.wallets {
+            let r = client.import(&material).await?;
+            export_urls.push(format!("{base}/v1/wallets/{}/export", r.wallet_id));
+        }
+    }
+    let recipient = HpkeSecretKey::generate()?;
+    let rk = b64::encode(recipient.public_key().as_bytes());
+    let export_body = serde_json::to_vec(&serde_json::json!({"recipient_public_key": rk}))?;
+    let mut decrypt_body = Vec::new();
+    if a.op == Op::DataKeyDecrypt {
+        let g: serde_json::Value = http
+            .post(format!("{base}/v1/data-keys"))
+            .body(serde_json::to_vec(&serde_json::json!({
+                "encryption_context": {"tenant": "bench"}, "recipient_public_key": rk}))?)
+            .send()
+            .await?
+            .json()
+            .await?;
+        decrypt_body = serde_json::to_vec(&serde_json::json!({
+            "wrapped_key": g["wrapped_key"],
+            "encryption_context": {"tenant": "bench"},
+            "recipient_public_key": rk}))?;
+    }
+    Ok(Fixture {
+        http,
+        base,
+        export_urls,
+        export_body,
+        decrypt_body,
+        import_plaintext: material.to_import_plaintext().expose().to_vec(),
+    })
+}
+
+/// One operation; Ok when every response was the expected success.
+async fn one(f: &Fixture, op: Op, i: usize) -> anyhow::Result<()> {
+    match op {
+        Op::Export => {
+            let url = &f.export_urls[i % f.export_urls.len()];
+            let r = f.http.post(url).body(f.export_body.clone()).send().await?;
+            anyhow::ensure!(r.status() == 200, "export: {}", r.status());
+            r.bytes().await?;
+        }
+        Op::DataKeyDecrypt => {
+            let r = f
+                .http
+                .post(format!("{}/v1/data-keys/decrypt", f.base))
+                .body(f.decrypt_body.clone())
+                .send()
+                .await?;
+            anyhow::ensure!(r.status() == 200, "decrypt: {}", r.status());
+            r.bytes().await?;
+        }
+        Op::Import => {
+            let r = f
+                .http
+                .post(format!("{}/v1/import-sessions", f.base))
+                .body("{}")
+                .send()
+                .await?;
+            anyhow::ensure!(r.status() == 201, "start: {}", r.status());
+            let s: ImportEnvelope = r.json().await?;
+            let ct = hpke::seal(
+                &s.session_public_key,
+                &hpke::info(labels::IMPORT, &s.session_id),
+                &f.import_plaintext,
+            )?;
+            let body = format!(r#"{{"encrypted_key":"{}"}}"#, b64::encode(ct.as_bytes()));
+            let r = f
+                .http
+                .post(format!(
+                    "{}/v1/import-sessions/{}/complete",
+                    f.base, s.session_id
+                ))
+                .body(body)
+                .send()
+                .await?;
+            anyhow::ensure!(r.status() == 201, "complete: {}", r.status());
+            r.bytes().await?;
+        }
+    }
+    Ok(())
+}
+
+struct Level {
+    ops_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    errors: u64,
+    cpu: Vec<(String, f64)>,
+    rss_kib: Vec<(String, u64, u64)>,
+}
+
+async fn level(f: &Arc<Fixture>, a: &Args, concurrency: usize) -> Level {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counting = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let (f, stop, counting, op) = (f.clone(), stop.clone(), counting.clone(), a.op);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut i = t;
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let ok = one(&f, op, i).await.is_ok();
+                i += concurrency;
+                if counting.load(Ordering::Relaxed) {
+                    if ok {
+                        lat.push(start.elapsed().as_micros() as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
+    let before: Vec<_> = a.pids.iter().map(|(_, p)| proc_sample(*p)).collect();
+    counting.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(a.seconds)).await;
+    counting.store(false, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    let after: Vec<_> = a.pids.iter().map(|(_, p)| proc_sample(*p)).collect();
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            lat.extend(l);
+            errors += e;
+        }
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |us| f64::from(*us) / 1000.0)
+    };
+    let hz = clock_ticks() as f64;
+    let mut cpu = Vec::new();
+    let mut rss_kib = Vec::new();
+    for (((name, _), b), af) in a.pids.iter().zip(&before).zip(&after) {
+        if let (Some(b), Some(af)) = (b, af) {
+            cpu.push((name.clone(), (af.0 - b.0) as f64 / hz / elapsed));
+            rss_kib.push((name.clone(), af.1, af.2));
+        }
+    }
+    Level {
+        ops_per_s: lat.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
+        errors,
+        cpu,
+        rss_kib,
+    }
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let f = Arc::new(fixture(&a).await?);
+    println!(
+        "{:?}: {} runs of {} s per level (median [min–max])",
+        a.op, a.runs, a.seconds
+    );
+    for &c in &a.concurrency {
+        let mut runs = Vec::new();
+        for _ in 0..a.runs {
+            runs.push(level(&f, &a, c).await);
+        }
+        let spread = |g: &dyn Fn(&Level) -> f64| Spread::of(runs.iter().map(g).collect());
+        let ops = spread(&|l| l.ops_per_s);
+        let p50 = spread(&|l| l.p50_ms);
+        let p99 = spread(&|l| l.p99_ms);
+        let p999 = spread(&|l| l.p999_ms);
+        let errors: u64 = runs.iter().map(|l| l.errors).sum();
+        let last = runs.last();
+        let cpu = last.map(|l| l.cpu.clone()).unwrap_or_default();
+        let rss = last.map(|l| l.rss_kib.clone()).unwrap_or_default();
+        crate::append_json(
+            a.json_out.as_deref(),
+            &serde_json::json!({"bench": "load", "op": format!("{:?}", a.op), "concurrency": c,
+                "ops_per_s": ops, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
+                "errors": errors, "cpu_cores": cpu, "rss_kib_now_peak": rss}),
+        )?;
+        {
+            let cpu: Vec<String> = cpu
+                .iter()
+                .map(|(n, c)| format!("{n} {c:.2} cores"))
+                .collect();
+            let rss: Vec<String> = rss
+                .iter()
+                .map(|(n, now, peak)| format!("{n} {} MiB (peak {})", now / 1024, peak / 1024))
+                .collect();
+            println!(
+                "c={c:<3} {:>8.0} ops/s [{:.0}–{:.0}]  p50 {:.2} ms  p99 {:.2} ms [{:.2}–{:.2}]  p99.9 {:.2} ms  errors {errors}  cpu: {}  rss: {}",
+                ops.median, ops.min, ops.max, p50.median, p99.median, p99.min, p99.max, p999.median,
+                cpu.join(", "), rss.join(", ")
+            );
+        }
+    }
+    Ok(())
+}

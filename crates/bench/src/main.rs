@@ -1,0 +1,79 @@
+//! `kms-bench`: how close the KMS runs to the cost of its cryptography.
+//!
+//! - `limit`: each operation's secure-environment work, in process and on
+//!   one thread, through the very `SecureRuntime` calls the server makes
+//!   (crypto, and the audit record's signature; the audit log sits on a
+//!   tmpfs so its fsync costs nothing). Reported as ops/s per core.
+//! - `load`: the real binaries over loopback, at fixed concurrency levels:
+//!   throughput, latency percentiles, errors, and CPU and RSS of the server
+//!   processes named with `--pid`.
+//!
+//! A benchmark, not a test: nothing in `cargo test` depends on its numbers.
+//! `scripts/bench.sh` runs both against release builds and writes the
+//! figures `docs/performance.md` reports.
+
+mod limit;
+mod load;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "kms-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Crypto-only cost of each operation, single-threaded, in process.
+    Limit(limit::Args),
+    /// Load against a running kms-api.
+    Load(load::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Limit(a) => limit::run(&a),
+        Command::Load(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(a.client_threads)
+                .enable_all()
+                .build()?;
+            rt.block_on(load::run(a))
+        }
+    }
+}
+
+/// Median and spread (min, max) of repeated measurements.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(mut xs: Vec<f64>) -> Self {
+        xs.sort_by(f64::total_cmp);
+        let median = if xs.is_empty() { 0.0 } else { xs[xs.len() / 2] };
+        Self {
+            median,
+            min: xs.first().copied().unwrap_or(0.0),
+            max: xs.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// Appends one JSON line to `path`, if given.
+pub fn append_json(path: Option<&std::path::Path>, v: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(f, "{v}")?;
+    }
+    Ok(())
+}
