@@ -4,6 +4,7 @@
 # real binaries on loopback at fixed concurrency levels, and the headline
 # ratio of end-to-end export throughput to the limit on the same cores.
 #   SECONDS_PER_LEVEL=10 RUNS=3 CONCURRENCY=1,8,64 ./scripts/bench.sh
+# OPS picks the load operations (default: export import data-key-decrypt).
 # Results (JSON lines) go to target/bench/results.jsonl; the table to stdout.
 # Not a test: nothing in `cargo test` depends on these numbers.
 set -euo pipefail
@@ -14,6 +15,9 @@ runs="${RUNS:-3}"
 levels="${CONCURRENCY:-1,8,64}"
 cargo build --release --quiet --bin secure-environment --bin kms-api --bin kms-bench
 bin="${CARGO_TARGET_DIR:-target}/release"
+# SERVER_BIN_DIR: run other builds of the two servers (a before/after
+# comparison) under the same load generator.
+server_bin="${SERVER_BIN_DIR:-$bin}"
 out="${CARGO_TARGET_DIR:-target}/bench"
 mkdir -p "$out"
 results="$out/results.jsonl"
@@ -40,18 +44,18 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
 echo "== limit (crypto only, one thread, in process)"
 "$bin/kms-bench" limit --seconds 2 --runs "$runs" --json-out "$results"
 
-RUST_LOG=warn "$bin/secure-environment" --listen 127.0.0.1:0 --data-dir "$work/se" \
+RUST_LOG=warn "$server_bin/secure-environment" --listen 127.0.0.1:0 --data-dir "$work/se" \
   --max-in-flight 4096 --max-in-flight-per-client 4096 --max-connections-per-client 4096 \
   >"$work/se.out" 2>"$work/se.log" &
 pids+=($!); se_pid=$!
 se="$(addr_of "$work/se.out")"
-RUST_LOG=warn "$bin/kms-api" --listen 127.0.0.1:0 --secure-env-url "http://$se" --data-dir "$work/api" \
+RUST_LOG=warn "$server_bin/kms-api" --listen 127.0.0.1:0 --secure-env-url "http://$se" --data-dir "$work/api" \
   --max-in-flight 4096 --max-in-flight-per-client 4096 --max-connections-per-client 4096 \
   >"$work/api.out" 2>"$work/api.log" &
 pids+=($!); api_pid=$!
 api="$(addr_of "$work/api.out")"
 
-for op in export import data-key-decrypt; do
+for op in ${OPS:-export import data-key-decrypt}; do
   echo "== load: $op"
   "$bin/kms-bench" load --api-url "http://$api" --op "$op" --concurrency "$levels" \
     --seconds "$secs" --runs "$runs" --pid "se=$se_pid" --pid "api=$api_pid" --json-out "$results"

@@ -238,13 +238,20 @@ async fn level(f: &Arc<Fixture>, a: &Args, concurrency: usize) -> Level {
         }));
     }
     tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
-    let before: Vec<_> = a.pids.iter().map(|(_, p)| proc_sample(*p)).collect();
+    // The load generator shares the machine: its own CPU is reported too.
+    let pids: Vec<(String, u32)> = a
+        .pids
+        .iter()
+        .cloned()
+        .chain([("load-generator".to_owned(), std::process::id())])
+        .collect();
+    let before: Vec<_> = pids.iter().map(|(_, p)| proc_sample(*p)).collect();
     counting.store(true, Ordering::Relaxed);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(a.seconds)).await;
     counting.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
-    let after: Vec<_> = a.pids.iter().map(|(_, p)| proc_sample(*p)).collect();
+    let after: Vec<_> = pids.iter().map(|(_, p)| proc_sample(*p)).collect();
     stop.store(true, Ordering::Relaxed);
     let mut lat = Vec::new();
     let mut errors = 0;
@@ -262,7 +269,7 @@ async fn level(f: &Arc<Fixture>, a: &Args, concurrency: usize) -> Level {
     let hz = clock_ticks() as f64;
     let mut cpu = Vec::new();
     let mut rss_kib = Vec::new();
-    for (((name, _), b), af) in a.pids.iter().zip(&before).zip(&after) {
+    for (((name, _), b), af) in pids.iter().zip(&before).zip(&after) {
         if let (Some(b), Some(af)) = (b, af) {
             cpu.push((name.clone(), (af.0 - b.0) as f64 / hz / elapsed));
             rss_kib.push((name.clone(), af.1, af.2));

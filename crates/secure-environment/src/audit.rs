@@ -1,8 +1,19 @@
 //! The secure environment's own copy of the audit chain: `audit.log` in its
-//! data dir, one JSON record per line, each appended and fsynced before the
+//! data dir, one JSON record per line, each durable (fsynced) before the
 //! operation it records returns anything (fail closed). kms-api keeps a
 //! replica in its store and serves it; when it misses a record it copies it
 //! from here, so no record is dropped.
+//!
+//! Group commit: records are written in order under one lock, and a
+//! dedicated thread fsyncs whatever has been written since its last fsync,
+//! so concurrent operations share one fsync instead of queueing for one
+//! each. A caller waits until the fsync that covers its record has returned:
+//! blocking ([`AuditLog::append`]) or without holding an executor thread
+//! ([`AuditLog::append_deferred`] then [`AuditLog::durable`]). Readers see
+//! durable records only, so kms-api never copies a record a crash could
+//! still take back. A failed fsync poisons the log: every waiter and every
+//! later append fails until a restart re-reads the file (the kernel may have
+//! dropped the unwritten pages, and a second fsync could falsely succeed).
 //!
 //! At open the log is checked: every hash link, and the signature of the
 //! last record (which commits to all before it). A torn last line (a crash
@@ -13,12 +24,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use kms_crypto::audit::{record_hash, verify_chain};
 use kms_crypto::sign;
 use kms_protocol::audit::{AuditRecord, Digest32};
 use kms_protocol::P256PublicKey;
+use tokio::sync::watch;
 
 pub const AUDIT_FILE: &str = "audit.log";
 
@@ -43,6 +56,8 @@ pub enum AuditLogError {
     },
     #[error("could not sign an audit record: {0}")]
     Sign(#[from] kms_crypto::CryptoError),
+    #[error("audit log {0}: an earlier record could not be made durable; no record is written until a restart")]
+    Poisoned(PathBuf),
 }
 
 struct State {
@@ -53,10 +68,77 @@ struct State {
     head: Option<(u64, Digest32)>,
 }
 
+/// How far the file is written and how far it is durable (byte offsets,
+/// always at a line boundary).
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    written: u64,
+    synced: u64,
+    failed: bool,
+    stop: bool,
+}
+
+/// What the writers and the fsync thread share.
+struct Syncer {
+    progress: Mutex<Progress>,
+    /// Wakes the fsync thread: something is written, or stop.
+    work: Condvar,
+    /// Wakes blocking waiters after each fsync.
+    done: Condvar,
+    /// `(synced, failed)` for waiters on an async executor.
+    watch: watch::Sender<(u64, bool)>,
+}
+
+impl Syncer {
+    fn lock(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The fsync thread: one fsync covers every line written before it began.
+    fn run(&self, file: &File, path: &Path) {
+        let mut p = self.lock();
+        loop {
+            while p.written == p.synced && !p.stop && !p.failed {
+                p = self.work.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+            if p.failed || p.written == p.synced {
+                return;
+            }
+            let target = p.written;
+            drop(p);
+            let r = file.sync_data();
+            p = self.lock();
+            match r {
+                Ok(()) => p.synced = target,
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "audit log fsync failed; refusing further records until restart");
+                    p.failed = true;
+                }
+            }
+            self.watch.send_replace((p.synced, p.failed));
+            self.done.notify_all();
+        }
+    }
+}
+
 /// The append-only, hash-chained audit log.
 pub struct AuditLog {
     path: PathBuf,
     state: Mutex<State>,
+    syncer: Arc<Syncer>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for AuditLog {
+    /// Lets the fsync thread finish what is written, then joins it (its copy
+    /// of the file handle holds the lock).
+    fn drop(&mut self) {
+        self.syncer.lock().stop = true;
+        self.syncer.work.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -136,6 +218,30 @@ impl AuditLog {
                 )
             })?;
         }
+        // What an earlier process wrote but did not live to fsync is durable
+        // before anyone can read it.
+        file.sync_all().map_err(io_err)?;
+        let (watch, _) = watch::channel((end, false));
+        let syncer = Arc::new(Syncer {
+            progress: Mutex::new(Progress {
+                written: end,
+                synced: end,
+                failed: false,
+                stop: false,
+            }),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            watch,
+        });
+        let thread = {
+            let syncer = Arc::clone(&syncer);
+            let file = file.try_clone().map_err(io_err)?;
+            let path = path.to_path_buf();
+            std::thread::Builder::new()
+                .name("audit-fsync".to_owned())
+                .spawn(move || syncer.run(&file, &path))
+                .map_err(io_err)?
+        };
         Ok(Self {
             path: path.to_path_buf(),
             state: Mutex::new(State {
@@ -144,21 +250,45 @@ impl AuditLog {
                 end,
                 head,
             }),
+            syncer,
+            thread: Some(thread),
         })
     }
 
-    /// Appends the record `seal(seq, prev_hash)` makes, fsynced, and returns
-    /// it. On any failure nothing is appended and the caller must not
-    /// return the result the record was about.
+    /// Appends the record `seal(seq, prev_hash)` makes and returns it once
+    /// it is durable, blocking the calling thread meanwhile. On any failure
+    /// the caller must not return the result the record was about.
     pub fn append(
         &self,
         seal: impl FnOnce(u64, Digest32) -> Result<AuditRecord, kms_crypto::CryptoError>,
     ) -> Result<AuditRecord, AuditLogError> {
+        let (record, end) = self.append_deferred(seal)?;
+        let mut p = self.syncer.lock();
+        while p.synced < end && !p.failed {
+            p = self.syncer.done.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        if p.synced < end {
+            return Err(AuditLogError::Poisoned(self.path.clone()));
+        }
+        Ok(record)
+    }
+
+    /// Writes the record `seal(seq, prev_hash)` makes, not yet durable, and
+    /// returns it with the offset [`AuditLog::durable`] must reach before
+    /// the caller may return anything the record is about. A write that
+    /// fails leaves no partial line behind.
+    pub fn append_deferred(
+        &self,
+        seal: impl FnOnce(u64, Digest32) -> Result<AuditRecord, kms_crypto::CryptoError>,
+    ) -> Result<(AuditRecord, u64), AuditLogError> {
         let io_err = |source| AuditLogError::Io {
             path: self.path.clone(),
             source,
         };
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if self.syncer.lock().failed {
+            return Err(AuditLogError::Poisoned(self.path.clone()));
+        }
         let (seq, prev) = match st.head {
             Some((seq, hash)) => (seq + 1, hash),
             None => (1, Digest32::default()),
@@ -166,11 +296,7 @@ impl AuditLog {
         let record = seal(seq, prev)?;
         let mut line = serde_json::to_vec(&record).map_err(|e| io_err(io::Error::other(e)))?;
         line.push(b'\n');
-        let written = (&st.file)
-            .write_all(&line)
-            .and_then(|()| st.file.sync_data());
-        if let Err(e) = written {
-            // Leave no partial line behind.
+        if let Err(e) = (&st.file).write_all(&line) {
             let end = st.end;
             let _ = st.file.set_len(end);
             return Err(io_err(e));
@@ -179,20 +305,46 @@ impl AuditLog {
         st.offsets.push(at);
         st.end += line.len() as u64;
         st.head = Some((seq, record_hash(&record)));
-        Ok(record)
+        let end = st.end;
+        // Still under the state lock, so `written` only grows.
+        self.syncer.lock().written = end;
+        drop(st);
+        self.syncer.work.notify_one();
+        Ok((record, end))
     }
 
-    /// Up to `limit` records after `after`, in order.
+    /// Waits, without blocking the thread, until the log is durable up to
+    /// `end` (an offset [`AuditLog::append_deferred`] returned).
+    pub async fn durable(&self, end: u64) -> Result<(), AuditLogError> {
+        let mut rx = self.syncer.watch.subscribe();
+        let reached = rx
+            .wait_for(|&(synced, failed)| failed || synced >= end)
+            .await
+            .map(|v| v.0 >= end)
+            .unwrap_or(false);
+        if reached {
+            Ok(())
+        } else {
+            Err(AuditLogError::Poisoned(self.path.clone()))
+        }
+    }
+
+    /// How many records are durable; seqs `1..=n` of them.
+    fn durable_count(&self, st: &State) -> usize {
+        let synced = self.syncer.lock().synced;
+        st.offsets.partition_point(|&o| o < synced)
+    }
+
+    /// Up to `limit` durable records after `after`, in order.
     pub fn read(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, AuditLogError> {
         let io_err = |source| AuditLogError::Io {
             path: self.path.clone(),
             source,
         };
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let start = usize::try_from(after)
-            .unwrap_or(usize::MAX)
-            .min(st.offsets.len());
-        let stop = start.saturating_add(limit).min(st.offsets.len());
+        let durable = self.durable_count(&st);
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(durable);
+        let stop = start.saturating_add(limit).min(durable);
         let mut out = Vec::with_capacity(stop - start);
         for i in start..stop {
             let from = st.offsets[i];
@@ -205,10 +357,10 @@ impl AuditLog {
         Ok(out)
     }
 
-    /// The seq of the last record, 0 when empty.
+    /// The seq of the last durable record, 0 when none.
     pub fn last_seq(&self) -> u64 {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.head.map(|(s, _)| s).unwrap_or(0)
+        self.durable_count(&st) as u64
     }
 }
 
@@ -295,5 +447,74 @@ mod tests {
             AuditLog::open(&path, other.public_key(), false),
             Err(AuditLogError::Damaged { .. })
         ));
+    }
+
+    #[test]
+    fn concurrent_appends_share_fsyncs_and_stay_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let key = SigningKey::generate().unwrap();
+        let log = AuditLog::open(&path, key.public_key(), true).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..25 {
+                        let r = append(&log, &key, "ok");
+                        // Returned only once durable, so readable.
+                        assert!(log.last_seq() >= r.seq);
+                    }
+                });
+            }
+        });
+        assert_eq!(log.last_seq(), 200);
+        let all = log.read(0, 1000).unwrap();
+        assert_eq!(all.len(), 200);
+        drop(log);
+        let log = AuditLog::open(&path, key.public_key(), false).unwrap();
+        assert_eq!(log.read(0, 1000).unwrap(), all);
+    }
+
+    #[tokio::test]
+    async fn deferred_appends_are_hidden_until_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let key = SigningKey::generate().unwrap();
+        let log = AuditLog::open(&path, key.public_key(), true).unwrap();
+        let seal = |seq, prev| {
+            seal_record(
+                &key,
+                seq,
+                5,
+                prev,
+                AuditEntry::new(AuditEvent::Export, "ok"),
+            )
+        };
+        let (a, end_a) = log.append_deferred(seal).unwrap();
+        let (b, end_b) = log.append_deferred(seal).unwrap();
+        assert!(end_b > end_a);
+        log.durable(end_b).await.unwrap();
+        assert_eq!(log.read(0, 10).unwrap(), vec![a, b]);
+
+        // Written but held back from readers while the fsync is pending.
+        log.syncer.lock().synced = end_a;
+        assert_eq!(log.last_seq(), 1);
+        assert_eq!(log.read(0, 10).unwrap().len(), 1);
+        log.syncer.lock().synced = end_b;
+
+        // After a failed fsync, nothing more is written or confirmed.
+        {
+            let mut p = log.syncer.lock();
+            p.failed = true;
+            log.syncer.watch.send_replace((p.synced, true));
+        }
+        assert!(matches!(
+            log.append_deferred(seal),
+            Err(AuditLogError::Poisoned(_))
+        ));
+        assert!(matches!(
+            log.durable(end_b + 1).await,
+            Err(AuditLogError::Poisoned(_))
+        ));
+        assert_eq!(log.last_seq(), 2);
     }
 }

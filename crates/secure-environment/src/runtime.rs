@@ -3,6 +3,7 @@
 //! [`TrustedEnv`] for the duration of the closure; nothing else in the
 //! process can reach the keys.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -126,12 +127,40 @@ impl SecureRuntime {
         }
     }
 
-    /// Runs `op` inside the trusted environment.
+    /// Runs `op` inside the trusted environment. Each audit record `op`
+    /// writes is durable before `op` goes on, so this blocks the thread on
+    /// the log's fsync: use it off the async executor, or for operations
+    /// that write no record.
     pub fn trusted_env_exec<R>(&self, op: impl FnOnce(&TrustedEnv<'_>) -> R) -> R {
         op(&TrustedEnv {
             t: &self.inner,
             keys: self.inner.snapshot(),
+            deferred: None,
         })
+    }
+
+    /// Runs `op` inside the trusted environment, then waits, without
+    /// holding an executor thread, until every audit record `op` wrote is
+    /// durable (group commit: concurrent calls share fsyncs). Its result
+    /// leaves only after that; if the log cannot make the records durable
+    /// the caller gets [`EnvError::AuditUnavailable`] instead.
+    pub async fn trusted_env_exec_async<R>(
+        &self,
+        op: impl FnOnce(&TrustedEnv<'_>) -> R,
+    ) -> Result<R, EnvError> {
+        let (r, end) = {
+            let env = TrustedEnv {
+                t: &self.inner,
+                keys: self.inner.snapshot(),
+                deferred: Some(Cell::new(0)),
+            };
+            let r = op(&env);
+            (r, env.deferred.map_or(0, Cell::into_inner))
+        };
+        if end > 0 {
+            self.inner.audit.durable(end).await?;
+        }
+        Ok(r)
     }
 }
 
@@ -154,6 +183,10 @@ pub struct TrustedEnv<'a> {
     t: &'a Trusted,
     /// The key set as it was when this call began.
     keys: Arc<KeySet>,
+    /// Under [`SecureRuntime::trusted_env_exec_async`]: the log offset its
+    /// records must be durable to before the result leaves. `None`: each
+    /// record is waited for as it is written.
+    deferred: Option<Cell<u64>>,
 }
 
 impl std::fmt::Debug for TrustedEnv<'_> {
@@ -365,10 +398,15 @@ impl TrustedEnv<'_> {
     pub fn record(&self, entry: AuditEntry) -> Result<AuditRecord, EnvError> {
         let identity = self.keys.identity();
         let time = self.now();
-        Ok(self
-            .t
-            .audit
-            .append(|seq, prev| seal_record(identity, seq, time, prev, entry))?)
+        let seal = |seq, prev| seal_record(identity, seq, time, prev, entry);
+        match &self.deferred {
+            None => Ok(self.t.audit.append(seal)?),
+            Some(end) => {
+                let (record, at) = self.t.audit.append_deferred(seal)?;
+                end.set(end.get().max(at));
+                Ok(record)
+            }
+        }
     }
 
     /// Up to `limit` audit records after `after`.

@@ -177,7 +177,13 @@ async fn start_session(
         Ok(r) => r,
         Err(rejected) => return rejected.into_response(),
     };
-    let r = rt.trusted_env_exec(|env| env.start_session(req.client_nonce.as_ref()));
+    let r = match rt
+        .trusted_env_exec_async(|env| env.start_session(req.client_nonce.as_ref()))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
     if let Ok(s) = &r {
         tracing::info!(session_id = %s.envelope.session_id, expires_at = s.envelope.expires_at, "import session started");
     }
@@ -189,7 +195,10 @@ async fn import(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesReject
         Ok(r) => r,
         Err(rejected) => return rejected.into_response(),
     };
-    let r = rt.trusted_env_exec(|env| env.import(&req));
+    let r = match rt.trusted_env_exec_async(|env| env.import(&req)).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
     if let Ok(i) = &r {
         tracing::info!(session_id = %req.session_id, wallet_id = %i.receipt.wallet_id, key_type = %i.receipt.key_type, "import completed");
     }
@@ -201,7 +210,10 @@ async fn export(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesReject
         Ok(r) => r,
         Err(rejected) => return rejected.into_response(),
     };
-    let r = rt.trusted_env_exec(|env| env.export(&req));
+    let r = match rt.trusted_env_exec_async(|env| env.export(&req)).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
     if r.is_ok() {
         tracing::info!(
             wallet_id = %req.record.wallet_id,
@@ -220,7 +232,13 @@ async fn generate_data_key(
         Ok(r) => r,
         Err(rejected) => return rejected.into_response(),
     };
-    let r = rt.trusted_env_exec(|env| env.generate_data_key(&req));
+    let r = match rt
+        .trusted_env_exec_async(|env| env.generate_data_key(&req))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
     if let Ok(d) = &r {
         tracing::info!(data_key_id = %d.data_key.data_key_id, version = d.data_key.master_key_version, "data key generated");
     }
@@ -235,7 +253,13 @@ async fn decrypt_data_key(
         Ok(r) => r,
         Err(rejected) => return rejected.into_response(),
     };
-    let r = rt.trusted_env_exec(|env| env.decrypt_data_key(&req));
+    let r = match rt
+        .trusted_env_exec_async(|env| env.decrypt_data_key(&req))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
     if let Ok(d) = &r {
         tracing::info!(data_key_id = %d.data_key.data_key_id, version = d.data_key.master_key_version, "data key decrypted");
     }
@@ -246,24 +270,25 @@ async fn keys_status(State(rt): State<SecureRuntime>) -> Response {
     Json(rt.trusted_env_exec(|env| env.keys_status())).into_response()
 }
 
-/// Key-set changes call the root-key provider (an HSM, a network service):
-/// they run on a blocking thread, never on the executor.
-async fn change_keys(
+/// Key-set changes call the root-key provider (an HSM, a network service)
+/// and re-wraps open many records: they run on a blocking thread, never on
+/// the executor.
+async fn blocking<T: Serialize + Send + 'static>(
     rt: SecureRuntime,
-    op: impl FnOnce(&crate::TrustedEnv<'_>) -> Result<internal::KeysChanged, EnvError> + Send + 'static,
+    op: impl FnOnce(&crate::TrustedEnv<'_>) -> Result<T, EnvError> + Send + 'static,
 ) -> Response {
     match tokio::task::spawn_blocking(move || rt.trusted_env_exec(op)).await {
-        Ok(Ok(changed)) => Json(changed).into_response(),
+        Ok(Ok(done)) => Json(done).into_response(),
         Ok(Err(e)) => e.into_response(),
         Err(e) => {
-            tracing::error!(error = %e, "key-set change task failed");
+            tracing::error!(error = %e, "blocking task failed");
             error(ErrorCode::InternalError, "internal error")
         }
     }
 }
 
 async fn rotate(State(rt): State<SecureRuntime>) -> Response {
-    change_keys(rt, |env| env.rotate_master_key()).await
+    blocking(rt, |env| env.rotate_master_key()).await
 }
 
 async fn retire(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -271,7 +296,7 @@ async fn retire(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesReject
         Ok(r) => r,
         Err(rejected) => return rejected.into_response(),
     };
-    change_keys(rt, move |env| env.retire_master_key(req.version)).await
+    blocking(rt, move |env| env.retire_master_key(req.version)).await
 }
 
 async fn rewrap(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -279,13 +304,5 @@ async fn rewrap(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesReject
         Ok(r) => r,
         Err(rejected) => return rejected.into_response(),
     };
-    let r = tokio::task::spawn_blocking(move || rt.trusted_env_exec(|env| env.rewrap(&req))).await;
-    match r {
-        Ok(Ok(done)) => Json(done).into_response(),
-        Ok(Err(e)) => e.into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "rewrap task failed");
-            error(ErrorCode::InternalError, "internal error")
-        }
-    }
+    blocking(rt, move |env| env.rewrap(&req)).await
 }

@@ -1,4 +1,13 @@
 //! The SQLite engine: WAL, `synchronous = FULL`, migrations at open.
+//!
+//! Reads go through an sqlx pool. Writes go through one writer thread with
+//! its own connection (rusqlite: no thread hop per statement), which commits
+//! them in groups: it takes every write queued while the previous commit ran
+//! (up to [`MAX_BATCH`]), runs each in its own savepoint inside one
+//! transaction, commits once (one WAL fsync for the group), and only then
+//! answers each caller. A write that fails rolls back to its savepoint and
+//! fails alone; a commit that fails fails the whole group, and nothing of it
+//! is stored.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,6 +20,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{SessionRecord, Store, StoreError};
 
@@ -28,10 +38,36 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// The most writes one commit carries.
+const MAX_BATCH: usize = 256;
+
 /// A [`Store`] in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: mpsc::Sender<Job>,
+}
+
+/// A write, with what it needs, owned: it outlives a caller that gives up.
+#[derive(Debug)]
+enum Write {
+    Session(SessionRecord, AuditRecord),
+    Complete {
+        id: Id,
+        completed_at: u64,
+        wallet: WalletRecord,
+        audit: AuditRecord,
+    },
+    Audit(AuditRecord),
+    Rewrap(Vec<(WrappedWalletKey, WrappedWalletKey)>),
+    Purge(u64),
+}
+
+#[derive(Debug)]
+struct Job {
+    write: Write,
+    /// Rows changed, once the group is committed.
+    reply: oneshot::Sender<Result<u64, StoreError>>,
 }
 
 impl SqliteStore {
@@ -50,43 +86,62 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        let store = Self { pool };
-        store.migrate().await?;
-        Ok(store)
+        migrate(&pool).await?;
+        let conn = open_writer(path)?;
+        let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
+        std::thread::Builder::new()
+            .name("store-writer".to_owned())
+            .spawn(move || run_writer(conn, jobs))
+            .map_err(|e| StoreError::Write(format!("starting the writer thread: {e}")))?;
+        Ok(Self { pool, writer })
+    }
+
+    /// Queues a write for the next group commit and waits for it.
+    async fn write(&self, write: Write) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || StoreError::Database(sqlx::Error::PoolClosed);
+        self.writer
+            .send(Job { write, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     /// The pool, for tests that play an attacker with full database access.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS kms_migrations (
-                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
-        for &(version, name, sql) in MIGRATIONS {
-            let mut tx = self.pool.begin().await?;
-            let applied: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM kms_migrations WHERE version = ?")
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if applied.is_none() {
-                sqlx::raw_sql(sql).execute(&mut *tx).await?;
-                sqlx::query("INSERT INTO kms_migrations (version, name, applied_at) VALUES (?, ?, unixepoch())")
-                    .bind(version)
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?;
-                tracing::info!(version, name, "applied migration");
-            }
-            tx.commit().await?;
+/// Applies pending migrations, each once, in its own transaction.
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS kms_migrations (
+             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    for &(version, name, sql) in MIGRATIONS {
+        let mut tx = pool.begin().await?;
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM kms_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if applied.is_none() {
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO kms_migrations (version, name, applied_at) VALUES (?, ?, unixepoch())",
+            )
+            .bind(version)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+            tracing::info!(version, name, "applied migration");
         }
-        Ok(())
+        tx.commit().await?;
     }
+    Ok(())
 }
 
 /// Creates the database file 0600 if it does not exist yet; SQLite gives its
@@ -147,27 +202,36 @@ fn metadata_of(row: &SqliteRow) -> Result<WalletMetadata, StoreError> {
     })
 }
 
-/// Inserts an audit record inside `tx`; the same record twice is a no-op,
-/// a different one under the same seq is refused.
-async fn insert_audit_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    audit: &AuditRecord,
-) -> Result<(), StoreError> {
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Write(e.to_string())
+    }
+}
+
+/// The writer's connection, with the pool's settings.
+fn open_writer(path: &str) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// Inserts an audit record; the same record twice is a no-op, a different
+/// one under the same seq is refused.
+fn insert_audit_in(conn: &rusqlite::Connection, audit: &AuditRecord) -> Result<(), StoreError> {
     let json = serde_json::to_string(audit).map_err(|_| StoreError::Corrupt("audit record"))?;
     let seq = to_i64(audit.seq)?;
-    let inserted = sqlx::query(
-        "INSERT INTO audit_records (seq, record) VALUES (?, ?) ON CONFLICT (seq) DO NOTHING",
-    )
-    .bind(seq)
-    .bind(&json)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO audit_records (seq, record) VALUES (?1, ?2) ON CONFLICT (seq) DO NOTHING",
+        )?
+        .execute(rusqlite::params![seq, json])?;
     if inserted == 0 {
-        let existing: String = sqlx::query_scalar("SELECT record FROM audit_records WHERE seq = ?")
-            .bind(seq)
-            .fetch_one(&mut **tx)
-            .await?;
+        let existing: String = conn
+            .prepare_cached("SELECT record FROM audit_records WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))?;
         if existing != json {
             return Err(StoreError::Corrupt(
                 "a different audit record is stored under this seq",
@@ -175,6 +239,161 @@ async fn insert_audit_in(
         }
     }
     Ok(())
+}
+
+/// The writer thread: one group commit per turn, until every sender is gone.
+fn run_writer(mut conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(&mut conn, std::mem::take(&mut batch));
+    }
+}
+
+type Answer = (
+    oneshot::Sender<Result<u64, StoreError>>,
+    Result<u64, StoreError>,
+);
+
+/// Runs `jobs` in one transaction, each in its own savepoint, commits once,
+/// then answers each.
+fn commit_group(conn: &mut rusqlite::Connection, jobs: Vec<Job>) {
+    let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
+    if let Err(e) = run_group(conn, jobs, &mut answers) {
+        tracing::error!(error = %e, writes = answers.len(), "group commit failed; none of its writes is stored");
+        // Leave no transaction open for the next group; `e` is the error
+        // that matters.
+        let _ = conn.execute_batch("ROLLBACK");
+        for (reply, r) in answers {
+            let failed = match r {
+                Ok(_) => Err(StoreError::Write(format!("group commit failed: {e}"))),
+                refused => refused,
+            };
+            let _ = reply.send(failed);
+        }
+        return;
+    }
+    for (reply, r) in answers {
+        // A caller that gave up no longer listens; its write stands.
+        let _ = reply.send(r);
+    }
+}
+
+/// The group's transaction. On an error, jobs not yet run are dropped, and
+/// their callers see the writer gone (503).
+fn run_group(
+    conn: &rusqlite::Connection,
+    jobs: Vec<Job>,
+    answers: &mut Vec<Answer>,
+) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    for job in jobs {
+        conn.execute_batch("SAVEPOINT w")?;
+        let r = apply(conn, &job.write);
+        if r.is_err() {
+            conn.execute_batch("ROLLBACK TO w")?;
+        }
+        conn.execute_batch("RELEASE w")?;
+        answers.push((job.reply, r));
+    }
+    conn.execute_batch("COMMIT")
+}
+
+/// One write, inside the group's transaction.
+fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<u64, StoreError> {
+    use rusqlite::params;
+    match write {
+        Write::Session(s, audit) => {
+            conn.prepare_cached(
+                "INSERT INTO import_sessions (session_id, sealed_state, expires_at, created_at, completed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                &s.session_id.as_bytes()[..],
+                &s.sealed_state,
+                to_i64(s.expires_at)?,
+                to_i64(s.created_at)?,
+                s.completed_at.map(to_i64).transpose()?,
+            ])?;
+            insert_audit_in(conn, audit)?;
+            Ok(1)
+        }
+        Write::Complete {
+            id,
+            completed_at,
+            wallet: w,
+            audit,
+        } => {
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE import_sessions SET completed_at = ?1, wallet_id = ?2
+                     WHERE session_id = ?3 AND completed_at IS NULL",
+                )?
+                .execute(params![
+                    to_i64(*completed_at)?,
+                    &w.wallet_id.as_bytes()[..],
+                    &id.as_bytes()[..],
+                ])?;
+            if updated == 0 {
+                let exists = conn
+                    .prepare_cached("SELECT 1 FROM import_sessions WHERE session_id = ?1")?
+                    .exists([&id.as_bytes()[..]])?;
+                return Err(if exists {
+                    StoreError::SessionAlreadyCompleted
+                } else {
+                    StoreError::SessionNotFound
+                });
+            }
+            conn.prepare_cached(
+                "INSERT INTO wallets (wallet_id, key_type, public_key, owner_public_key, created_at,
+                                      master_key_version, wrapped_key, ciphertext)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                &w.wallet_id.as_bytes()[..],
+                w.key_type.as_str(),
+                w.public_key.as_ref().map(Bytes::as_bytes),
+                w.owner_public_key.as_ref().map(|k| &k.as_bytes()[..]),
+                to_i64(w.created_at)?,
+                i64::from(w.master_key_version),
+                w.wrapped_key.as_bytes(),
+                w.ciphertext.as_bytes(),
+            ])?;
+            insert_audit_in(conn, audit)?;
+            Ok(1)
+        }
+        Write::Audit(audit) => {
+            insert_audit_in(conn, audit)?;
+            Ok(1)
+        }
+        Write::Rewrap(batch) => {
+            let mut update = conn.prepare_cached(
+                "UPDATE wallets SET master_key_version = ?1, wrapped_key = ?2
+                 WHERE wallet_id = ?3 AND master_key_version = ?4 AND wrapped_key = ?5",
+            )?;
+            let mut changed = 0u64;
+            for (old, new) in batch {
+                changed += update.execute(params![
+                    i64::from(new.master_key_version),
+                    new.wrapped_key.as_bytes(),
+                    &old.wallet_id.as_bytes()[..],
+                    i64::from(old.master_key_version),
+                    old.wrapped_key.as_bytes(),
+                ])? as u64;
+            }
+            Ok(changed)
+        }
+        Write::Purge(expired_before) => Ok(conn
+            .prepare_cached("DELETE FROM import_sessions WHERE expires_at < ?1")?
+            .execute([to_i64(*expired_before)?])?
+            as u64),
+    }
 }
 
 const WALLET_COLUMNS: &str = "wallet_id, key_type, public_key, owner_public_key, created_at";
@@ -191,21 +410,9 @@ impl Store for SqliteStore {
         s: &SessionRecord,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO import_sessions (session_id, sealed_state, expires_at, created_at, completed_at)
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&s.session_id.as_bytes()[..])
-        .bind(&s.sealed_state)
-        .bind(to_i64(s.expires_at)?)
-        .bind(to_i64(s.created_at)?)
-        .bind(s.completed_at.map(to_i64).transpose()?)
-        .execute(&mut *tx)
-        .await?;
-        insert_audit_in(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(Write::Session(s.clone(), audit.clone()))
+            .await
+            .map(drop)
     }
 
     async fn session(&self, id: &Id) -> Result<Option<SessionRecord>, StoreError> {
@@ -238,54 +445,18 @@ impl Store for SqliteStore {
         w: &WalletRecord,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE import_sessions SET completed_at = ?, wallet_id = ?
-             WHERE session_id = ? AND completed_at IS NULL",
-        )
-        .bind(to_i64(completed_at)?)
-        .bind(&w.wallet_id.as_bytes()[..])
-        .bind(&id.as_bytes()[..])
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            let exists: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM import_sessions WHERE session_id = ?")
-                    .bind(&id.as_bytes()[..])
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            tx.rollback().await?;
-            return Err(match exists {
-                Some(_) => StoreError::SessionAlreadyCompleted,
-                None => StoreError::SessionNotFound,
-            });
-        }
-        sqlx::query(
-            "INSERT INTO wallets (wallet_id, key_type, public_key, owner_public_key, created_at,
-                                  master_key_version, wrapped_key, ciphertext)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&w.wallet_id.as_bytes()[..])
-        .bind(w.key_type.as_str())
-        .bind(w.public_key.as_ref().map(Bytes::as_bytes))
-        .bind(w.owner_public_key.as_ref().map(|k| &k.as_bytes()[..]))
-        .bind(to_i64(w.created_at)?)
-        .bind(i64::from(w.master_key_version))
-        .bind(w.wrapped_key.as_bytes())
-        .bind(w.ciphertext.as_bytes())
-        .execute(&mut *tx)
-        .await?;
-        insert_audit_in(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(Write::Complete {
+            id: *id,
+            completed_at,
+            wallet: w.clone(),
+            audit: audit.clone(),
+        })
+        .await
+        .map(drop)
     }
 
     async fn insert_audit(&self, audit: &AuditRecord) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        insert_audit_in(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(Write::Audit(audit.clone())).await.map(drop)
     }
 
     async fn audit_page(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
@@ -364,13 +535,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_sessions(&self, expired_before: u64) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("DELETE FROM import_sessions WHERE expires_at < ?")
-                .bind(to_i64(expired_before)?)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
+        self.write(Write::Purge(expired_before)).await
     }
 
     async fn wallets_per_version(&self) -> Result<Vec<(u32, u64)>, StoreError> {
@@ -423,27 +588,13 @@ impl Store for SqliteStore {
         &self,
         batch: &[(WrappedWalletKey, WrappedWalletKey)],
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut changed = 0;
-        for (old, new) in batch {
-            if old.wallet_id != new.wallet_id {
-                return Err(StoreError::Corrupt("a re-wrap pairs two wallets"));
-            }
-            changed += sqlx::query(
-                "UPDATE wallets SET master_key_version = ?, wrapped_key = ?
-                 WHERE wallet_id = ? AND master_key_version = ? AND wrapped_key = ?",
-            )
-            .bind(i64::from(new.master_key_version))
-            .bind(new.wrapped_key.as_bytes())
-            .bind(&old.wallet_id.as_bytes()[..])
-            .bind(i64::from(old.master_key_version))
-            .bind(old.wrapped_key.as_bytes())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        if batch
+            .iter()
+            .any(|(old, new)| old.wallet_id != new.wallet_id)
+        {
+            return Err(StoreError::Corrupt("a re-wrap pairs two wallets"));
         }
-        tx.commit().await?;
-        Ok(changed)
+        self.write(Write::Rewrap(batch.to_vec())).await
     }
 
     async fn open_sessions_under(&self, version: u32, now: u64) -> Result<u64, StoreError> {

@@ -164,6 +164,11 @@ macro_rules! engine_suite {
                 run(check_concurrent_audit_inserts_agree).await;
             }
 
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_writes_fail_alone() {
+                run(check_concurrent_writes_fail_alone).await;
+            }
+
             #[tokio::test]
             async fn rewrap_batches_are_compare_and_set() {
                 run(check_rewrap_batches_are_compare_and_set).await;
@@ -1284,6 +1289,67 @@ async fn check_concurrent_audit_inserts_agree(store: Arc<dyn Store>) {
     let winners = race(&store, different).await;
     assert_eq!(winners.len(), 1, "winning records: {winners:?}");
     assert_eq!(audit_log(&*store).await, vec![same, winners[0].clone()]);
+}
+
+/// Writes that arrive together (and may share one commit) succeed or fail
+/// each on its own: a completion refused after it changed rows (its audit
+/// record conflicts) leaves its session open and stores no wallet, and takes
+/// nothing of its neighbours with it.
+async fn check_concurrent_writes_fail_alone(store: Arc<dyn Store>) {
+    const N: u64 = 40;
+    let barrier = Arc::new(tokio::sync::Barrier::new(2 * N as usize));
+    let mut tasks = Vec::new();
+    for n in 0..N {
+        // Every n: a session (seq 1 + 2n), then its completion: with seq
+        // 2 + 2n for even n; for odd n with a record conflicting with the
+        // session's, while a neighbour stores seq 2 + 2n.
+        let session_id = random_id(77, n);
+        let wallet = secp256k1_wallet(random_id(78, n), 9_000);
+        let (s, b) = (Arc::clone(&store), Arc::clone(&barrier));
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            s.insert_session(&session(session_id, 10_000), &audit(1 + 2 * n))
+                .await
+                .unwrap();
+            let record = if n % 2 == 0 {
+                audit(2 + 2 * n)
+            } else {
+                conflicting(&audit(1 + 2 * n))
+            };
+            s.complete_session(&session_id, 9_500, &wallet, &record)
+                .await
+                .map(|()| Some(wallet))
+        }));
+        let (s, b) = (Arc::clone(&store), Arc::clone(&barrier));
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            if n % 2 == 1 {
+                s.insert_audit(&audit(2 + 2 * n)).await.unwrap();
+            }
+            Ok(None)
+        }));
+    }
+    let mut wallets = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let n = (i / 2) as u64;
+        match t.await.unwrap() {
+            Ok(Some(w)) => wallets.push(metadata(&w)),
+            Ok(None) => {}
+            Err(StoreError::Corrupt(_)) if n % 2 == 1 => {}
+            Err(e) => panic!("write {n} failed: {e:?}"),
+        }
+    }
+    wallets.sort_by_key(|w| *w.wallet_id.as_bytes());
+    assert_eq!(wallets.len(), (N / 2) as usize);
+    assert_eq!(all_wallets(&*store).await, wallets);
+    assert_eq!(
+        audit_log(&*store).await,
+        (1..=2 * N).map(audit).collect::<Vec<_>>()
+    );
+    for n in 0..N {
+        let s = store.session(&random_id(77, n)).await.unwrap().unwrap();
+        assert_eq!(s.completed_at.is_none(), n % 2 == 1, "session {n}");
+    }
 }
 
 // ---------------------------------------------------------------------------
