@@ -45,7 +45,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Database(_) | StoreError::Write(_) => Self::Unavailable(e.to_string()),
+            StoreError::Database(_) | StoreError::Engine(_) => Self::Unavailable(e.to_string()),
             StoreError::SessionAlreadyCompleted => {
                 Self::client(ErrorCode::SessionUsed, "import session already completed")
             }

@@ -78,7 +78,10 @@ impl SecureEnvClient {
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(32)
+            // Keep every connection a burst opened: with fewer idle slots
+            // than concurrent calls, each call past them paid a fresh TCP
+            // connect (and the secure environment a new connection task).
+            .pool_max_idle_per_host(1024)
             .build(connector);
         Ok(Self { base, client })
     }

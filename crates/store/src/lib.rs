@@ -30,9 +30,10 @@ pub enum StoreError {
     /// The database could not be reached or failed (kms-api answers 503).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// A write, or the commit of its group, failed (kms-api answers 503).
-    #[error("database write failed: {0}")]
-    Write(String),
+    /// The database failed a read or a write, or the commit of a write's
+    /// group (kms-api answers 503).
+    #[error("database error: {0}")]
+    Engine(String),
     /// `complete_session` found the session already completed (409).
     #[error("import session already completed")]
     SessionAlreadyCompleted,

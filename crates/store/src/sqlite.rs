@@ -1,6 +1,11 @@
 //! The SQLite engine: WAL, `synchronous = FULL`, migrations at open.
 //!
-//! Reads go through an sqlx pool. Writes go through one writer thread with
+//! The hot point reads (a wallet by id, a session by id) run inline on the
+//! caller's thread on a small set of rusqlite connections: a primary-key
+//! lookup in a warm page cache costs microseconds, less than handing it to
+//! another thread and back. Other reads go through an sqlx pool.
+//!
+//! Writes go through one writer thread with
 //! its own connection (rusqlite: no thread hop per statement), which commits
 //! them in groups: it takes every write queued while the previous commit ran
 //! (up to [`MAX_BATCH`]), runs each in its own savepoint inside one
@@ -10,6 +15,7 @@
 //! is stored.
 
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kms_protocol::api::WalletMetadata;
@@ -45,7 +51,49 @@ const MAX_BATCH: usize = 256;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    readers: Arc<Readers>,
     writer: mpsc::Sender<Job>,
+}
+
+/// Idle read connections for the inline point reads; one is opened when
+/// none is idle, and at most [`MAX_IDLE_READERS`] are kept.
+struct Readers {
+    path: String,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+}
+
+const MAX_IDLE_READERS: usize = 8;
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readers")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Readers {
+    fn with<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => {
+                let c = rusqlite::Connection::open(&self.path)?;
+                c.busy_timeout(Duration::from_secs(5))?;
+                c.pragma_update(None, "query_only", "ON")?;
+                c
+            }
+        };
+        let r = read(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        r
+    }
 }
 
 /// A write, with what it needs, owned: it outlives a caller that gives up.
@@ -92,8 +140,16 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("store-writer".to_owned())
             .spawn(move || run_writer(conn, jobs))
-            .map_err(|e| StoreError::Write(format!("starting the writer thread: {e}")))?;
-        Ok(Self { pool, writer })
+            .map_err(|e| StoreError::Engine(format!("starting the writer thread: {e}")))?;
+        let readers = Arc::new(Readers {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        });
+        Ok(Self {
+            pool,
+            readers,
+            writer,
+        })
     }
 
     /// Queues a write for the next group commit and waits for it.
@@ -204,7 +260,7 @@ fn metadata_of(row: &SqliteRow) -> Result<WalletMetadata, StoreError> {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        Self::Write(e.to_string())
+        Self::Engine(e.to_string())
     }
 }
 
@@ -272,7 +328,7 @@ fn commit_group(conn: &mut rusqlite::Connection, jobs: Vec<Job>) {
         let _ = conn.execute_batch("ROLLBACK");
         for (reply, r) in answers {
             let failed = match r {
-                Ok(_) => Err(StoreError::Write(format!("group commit failed: {e}"))),
+                Ok(_) => Err(StoreError::Engine(format!("group commit failed: {e}"))),
                 refused => refused,
             };
             let _ = reply.send(failed);
@@ -416,26 +472,23 @@ impl Store for SqliteStore {
     }
 
     async fn session(&self, id: &Id) -> Result<Option<SessionRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT session_id, sealed_state, expires_at, created_at, completed_at
-             FROM import_sessions WHERE session_id = ?",
-        )
-        .bind(&id.as_bytes()[..])
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(SessionRecord {
-                session_id: id_of(r.try_get("session_id")?)?,
-                sealed_state: r.try_get("sealed_state")?,
-                expires_at: to_u64(r.try_get("expires_at")?)?,
-                created_at: to_u64(r.try_get("created_at")?)?,
-                completed_at: r
-                    .try_get::<Option<i64>, _>("completed_at")?
-                    .map(to_u64)
-                    .transpose()?,
-            })
+        self.readers.with(|conn| {
+            let mut q = conn.prepare_cached(
+                "SELECT session_id, sealed_state, expires_at, created_at, completed_at
+                 FROM import_sessions WHERE session_id = ?1",
+            )?;
+            let mut rows = q.query([&id.as_bytes()[..]])?;
+            let Some(r) = rows.next()? else {
+                return Ok(None);
+            };
+            Ok(Some(SessionRecord {
+                session_id: id_of(r.get(0)?)?,
+                sealed_state: r.get(1)?,
+                expires_at: to_u64(r.get(2)?)?,
+                created_at: to_u64(r.get(3)?)?,
+                completed_at: r.get::<_, Option<i64>>(4)?.map(to_u64).transpose()?,
+            }))
         })
-        .transpose()
     }
 
     async fn complete_session(
@@ -495,27 +548,35 @@ impl Store for SqliteStore {
     }
 
     async fn wallet(&self, id: &Id) -> Result<Option<WalletRecord>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {WALLET_COLUMNS}, master_key_version, wrapped_key, ciphertext FROM wallets WHERE wallet_id = ?"
-        ))
-        .bind(&id.as_bytes()[..])
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            let m = metadata_of(&r)?;
-            Ok(WalletRecord {
-                wallet_id: m.wallet_id,
-                key_type: m.key_type,
-                public_key: m.public_key,
-                owner_public_key: m.owner_public_key,
-                created_at: m.created_at,
-                master_key_version: u32::try_from(r.try_get::<i64, _>("master_key_version")?)
+        self.readers.with(|conn| {
+            let mut q = conn.prepare_cached(&format!(
+                "SELECT {WALLET_COLUMNS}, master_key_version, wrapped_key, ciphertext
+                 FROM wallets WHERE wallet_id = ?1"
+            ))?;
+            let mut rows = q.query([&id.as_bytes()[..]])?;
+            let Some(r) = rows.next()? else {
+                return Ok(None);
+            };
+            let key_type: String = r.get(1)?;
+            let owner: Option<Vec<u8>> = r.get(3)?;
+            Ok(Some(WalletRecord {
+                wallet_id: id_of(r.get(0)?)?,
+                key_type: KeyType::parse(&key_type)
+                    .ok_or(StoreError::Corrupt("unknown key_type"))?,
+                public_key: r.get::<_, Option<Vec<u8>>>(2)?.map(Bytes),
+                owner_public_key: owner
+                    .map(|o| {
+                        P256PublicKey::from_bytes(&o)
+                            .map_err(|_| StoreError::Corrupt("owner_public_key"))
+                    })
+                    .transpose()?,
+                created_at: to_u64(r.get(4)?)?,
+                master_key_version: u32::try_from(r.get::<_, i64>(5)?)
                     .map_err(|_| StoreError::Corrupt("master_key_version"))?,
-                wrapped_key: Bytes(r.try_get("wrapped_key")?),
-                ciphertext: Bytes(r.try_get("ciphertext")?),
-            })
+                wrapped_key: Bytes(r.get(6)?),
+                ciphertext: Bytes(r.get(7)?),
+            }))
         })
-        .transpose()
     }
 
     async fn list_wallets(
