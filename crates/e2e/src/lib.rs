@@ -336,6 +336,65 @@ impl Deployment {
         }
         all
     }
+
+    /// Asserts that no secret appears in either server's log, as base64,
+    /// hex or Rust's debug form of its bytes.
+    pub fn assert_logs_hold_none_of(&self, secrets: &[Vec<u8>]) {
+        let logs = self.logs();
+        for secret in secrets {
+            for form in [
+                kms_protocol::b64::encode(secret),
+                kms_crypto::hex(secret),
+                format!("{secret:?}"),
+            ] {
+                assert!(!logs.contains(&form), "a secret reached the logs");
+            }
+        }
+    }
+
+    /// The whole audit chain from kms-api once it is contiguous from seq 1
+    /// to at least `min_last` (records kms-api did not relay itself, such
+    /// as key-set changes, are copied in the background).
+    pub async fn audit_chain(&self, min_last: u64) -> Vec<kms_protocol::audit::AuditRecord> {
+        for _ in 0..100 {
+            let records = kms_cli::fetch_all(&self.api_url()).await.unwrap();
+            let contiguous = records
+                .iter()
+                .enumerate()
+                .all(|(i, r)| r.seq == i as u64 + 1);
+            if contiguous && records.last().is_some_and(|r| r.seq >= min_last) {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("the audit chain did not become complete");
+    }
+
+    /// `kms-audit verify` against this deployment's identity on an export
+    /// (JSON lines, see [`jsonl`]): whether it passed, and what it printed.
+    pub fn verify_audit_export(&self, export: &str) -> (bool, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, export).unwrap();
+        let out = Command::new(&binaries().kms_audit)
+            .args(["verify", "--identity-file"])
+            .arg(self.se_data().join("identity.pub"))
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+/// Audit records as the JSON lines kms-audit reads.
+pub fn jsonl(records: &[kms_protocol::audit::AuditRecord]) -> String {
+    records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect()
 }
 
 /// A raw HTTP answer: status, headers and JSON body (Null when not JSON).

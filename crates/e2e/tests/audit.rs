@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use kms_client::{authorize_export_for, generate_key_material, HpkeSecretKey, KeyType, SigningKey};
-use kms_e2e::{binaries, post_json, raw, Deployment};
-use kms_protocol::audit::{AuditEvent, AuditRecord};
+use kms_e2e::{binaries, jsonl, post_json, raw, Deployment};
+use kms_protocol::audit::AuditEvent;
 use kms_protocol::b64;
 use serde_json::json;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -20,46 +20,6 @@ async fn db(d: &Deployment) -> SqlitePool {
         .filename(d.db_path())
         .busy_timeout(Duration::from_secs(5));
     SqlitePool::connect_with(opts).await.unwrap()
-}
-
-/// The whole chain from kms-api once it is contiguous from seq 1 to at
-/// least `min_last` (missed records are copied in the background).
-async fn chain(d: &Deployment, min_last: u64) -> Vec<AuditRecord> {
-    for _ in 0..100 {
-        let records = kms_cli::fetch_all(&d.api_url()).await.unwrap();
-        let contiguous = records
-            .iter()
-            .enumerate()
-            .all(|(i, r)| r.seq == i as u64 + 1);
-        if contiguous && records.last().is_some_and(|r| r.seq >= min_last) {
-            return records;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the audit chain did not become complete");
-}
-
-fn verify_cli(d: &Deployment, export: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    std::fs::write(&path, export).unwrap();
-    let out = Command::new(&binaries().kms_audit)
-        .args(["verify", "--identity-file"])
-        .arg(d.se_data().join("identity.pub"))
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-fn jsonl(records: &[AuditRecord]) -> String {
-    records
-        .iter()
-        .map(|r| serde_json::to_string(r).unwrap() + "\n")
-        .collect()
 }
 
 #[tokio::test]
@@ -90,7 +50,7 @@ async fn every_operation_is_recorded_and_the_chain_verifies() {
     .await
     .assert_error(422, "decryption_failed");
 
-    let records = chain(&d, 10).await;
+    let records = d.audit_chain(10).await;
     let summary: Vec<(AuditEvent, &str)> = records
         .iter()
         .map(|r| (r.event, r.outcome.as_str()))
@@ -138,7 +98,7 @@ async fn every_operation_is_recorded_and_the_chain_verifies() {
         .assert_error(400, "invalid_request");
 
     // The verifier accepts the export, from a file and from the API.
-    let (ok, out) = verify_cli(&d, &text);
+    let (ok, out) = d.verify_audit_export(&text);
     assert!(ok, "{out}");
     assert!(out.starts_with("ok: 10 records"), "{out}");
     let api = Command::new(&binaries().kms_audit)
@@ -170,7 +130,7 @@ async fn the_verifier_names_the_first_bad_record() {
             .wallet_id;
         kms.export_to_fresh_key(&w).await.unwrap();
     }
-    let records = chain(&d, 10).await;
+    let records = d.audit_chain(10).await;
     let text = jsonl(&records);
     let lines: Vec<&str> = text.lines().collect();
 
@@ -189,7 +149,7 @@ async fn the_verifier_names_the_first_bad_record() {
         ("swapped", swapped.join("\n"), 8),
         ("garbled", garbled.join("\n"), 3),
     ] {
-        let (ok, out) = verify_cli(&d, &export);
+        let (ok, out) = d.verify_audit_export(&export);
         assert!(!ok, "{what}: {out}");
         assert!(out.contains(&format!("(seq {seq})")), "{what}: {out}");
     }
@@ -244,7 +204,7 @@ async fn storing_fails_closed_and_missed_records_come_back() {
     let kms = d.client();
     let material = generate_key_material(KeyType::Secp256k1).unwrap();
     let w = kms.import(&material).await.unwrap().wallet_id;
-    chain(&d, 3).await;
+    d.audit_chain(3).await;
 
     // The audit table refuses writes: operations that must record are withheld.
     let pool = db(&d).await;
@@ -281,10 +241,10 @@ async fn storing_fails_closed_and_missed_records_come_back() {
         .execute(&pool)
         .await
         .unwrap();
-    let records = chain(&d, 5).await;
+    let records = d.audit_chain(5).await;
     assert_eq!(records[3].event, AuditEvent::Export);
     assert_eq!(records[4].event, AuditEvent::ImportSessionStarted);
-    let (ok, out) = verify_cli(&d, &jsonl(&records));
+    let (ok, out) = d.verify_audit_export(&jsonl(&records));
     assert!(ok, "{out}");
     assert!(kms
         .export_to_fresh_key(&w)
@@ -333,6 +293,6 @@ async fn a_tampered_audit_log_stops_the_secure_environment() {
     // Restored, it starts and carries on the same chain.
     std::fs::write(&log, &text).unwrap();
     d.start_se();
-    let records = chain(&d, 4).await;
+    let records = d.audit_chain(4).await;
     assert_eq!(records.last().unwrap().event, AuditEvent::KeysetOpened);
 }

@@ -7,11 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
-use std::time::Duration;
 
 use kms_client::{encryption_context, ClientError, DataKey, EncryptionContext, HpkeSecretKey};
-use kms_e2e::{binaries, post_json, raw, Answer, Deployment};
-use kms_protocol::audit::{AuditEvent, AuditRecord};
+use kms_e2e::{binaries, jsonl, post_json, raw, Answer, Deployment};
+use kms_protocol::audit::AuditEvent;
 use kms_protocol::{b64, ErrorCode, P256PublicKey};
 use serde_json::{json, Value};
 
@@ -50,45 +49,6 @@ async fn decrypt_raw(d: &Deployment, body: &Value) -> Answer {
 
 async fn generate_raw(d: &Deployment, body: &Value) -> Answer {
     post_json(&format!("{}/v1/data-keys", d.api_url()), body).await
-}
-
-/// The whole chain from kms-api once it is contiguous from seq 1 to at
-/// least `min_last` (records kms-api did not relay itself, such as
-/// key-set changes, are copied in the background).
-async fn chain(d: &Deployment, min_last: u64) -> Vec<AuditRecord> {
-    for _ in 0..100 {
-        let records = kms_cli::fetch_all(&d.api_url()).await.unwrap();
-        let contiguous = records
-            .iter()
-            .enumerate()
-            .all(|(i, r)| r.seq == i as u64 + 1);
-        if contiguous && records.last().is_some_and(|r| r.seq >= min_last) {
-            return records;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the audit chain did not become complete");
-}
-
-/// `kms-audit verify` on an export of `records`, as crates/e2e/tests/audit.rs.
-fn verify_cli(d: &Deployment, records: &[AuditRecord]) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let text: String = records
-        .iter()
-        .map(|r| serde_json::to_string(r).unwrap() + "\n")
-        .collect();
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(&binaries().kms_audit)
-        .args(["verify", "--identity-file"])
-        .arg(d.se_data().join("identity.pub"))
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }
 
 #[tokio::test]
@@ -263,7 +223,7 @@ async fn refusals_use_protocol_errors_are_audited_and_change_nothing() {
     let w = dk.wrapped_key.as_bytes().to_vec();
     let good_ctx =
         json!({"tenant": "acme", "purpose": "backups", "object": "s3://bucket/2024/db.tar"});
-    let before = chain(&d, 2).await.len() as u64;
+    let before = d.audit_chain(2).await.len() as u64;
 
     // Refused by the secure environment, each with its audit record:
     // (body, status, code, expected outcome, whether the record names the data key).
@@ -414,7 +374,7 @@ async fn refusals_use_protocol_errors_are_audited_and_change_nothing() {
     // The audit log: the generate, then exactly one record per refusal
     // the secure environment decided, in order, with its outcome.
     let expected_se = se_refusals.len() as u64 + 1 + 1; // + off-curve generate + SDK wrong context
-    let records = chain(&d, before + expected_se + 2).await;
+    let records = d.audit_chain(before + expected_se + 2).await;
     let ours = &records[before as usize..];
     let fp = kms_crypto::audit::fingerprint(recipient.public_key());
     for (r, (_, _, outcome, names_key)) in ours.iter().zip(&se_refusals) {
@@ -448,7 +408,7 @@ async fn refusals_use_protocol_errors_are_audited_and_change_nothing() {
         (AuditEvent::DataKeyDecrypted, Some(at_limit.data_key_id))
     );
     assert_eq!(ours.len(), n + 4, "{ours:#?}");
-    let (ok, out) = verify_cli(&d, &records);
+    let (ok, out) = d.verify_audit_export(&jsonl(&records));
     assert!(ok, "{out}");
 
     // Nothing changed: the wrapped key still opens to the same key, no
@@ -485,7 +445,7 @@ async fn the_audit_log_records_every_call_and_verifies() {
         .unwrap_err();
     assert_eq!(code(&e), (422, ErrorCode::DecryptionFailed));
 
-    let records = chain(&d, 4).await;
+    let records = d.audit_chain(4).await;
     let summary: Vec<_> = records
         .iter()
         .map(|r| {
@@ -540,13 +500,13 @@ async fn the_audit_log_records_every_call_and_verifies() {
     assert_eq!(page.body["records"][3]["event"], "data_key_decrypted");
     assert_eq!(page.body["records"][3]["outcome"], "decryption_failed");
 
-    let (ok, out) = verify_cli(&d, &records);
+    let (ok, out) = d.verify_audit_export(&jsonl(&records));
     assert!(ok, "{out}");
     assert!(out.starts_with("ok: 4 records"), "{out}");
     // A changed data_key_id breaks the signature at that record.
     let mut changed = records.clone();
     changed[2].data_key_id = Some(kms_protocol::Id::from_bytes([0; 16]));
-    let (ok, out) = verify_cli(&d, &changed);
+    let (ok, out) = d.verify_audit_export(&jsonl(&changed));
     assert!(!ok);
     assert!(out.contains("(seq 3)"), "{out}");
     let api = Command::new(&binaries().kms_audit)
@@ -667,7 +627,7 @@ async fn rotation_keeps_data_keys_until_their_version_is_retired() {
     kms.open_data_key(&back, &ctx(), &recipient).unwrap();
 
     // Every step is in the chain, which still verifies.
-    let records = chain(&d, 10).await;
+    let records = d.audit_chain(10).await;
     let summary: Vec<_> = records
         .iter()
         .map(|r| (r.event, r.outcome.as_str(), r.master_key_version))
@@ -687,7 +647,7 @@ async fn rotation_keeps_data_keys_until_their_version_is_retired() {
             (AuditEvent::DataKeyDecrypted, "ok", Some(2)),
         ]
     );
-    let (ok, out) = verify_cli(&d, &records);
+    let (ok, out) = d.verify_audit_export(&jsonl(&records));
     assert!(ok, "{out}");
 }
 
@@ -743,13 +703,5 @@ async fn logs_hold_no_plaintext_data_key() {
             && logs.contains("DEBUG"),
         "debug logs of both servers were captured"
     );
-    for secret in secrets {
-        for form in [
-            b64::encode(&secret),
-            kms_crypto::hex(&secret),
-            format!("{secret:?}"),
-        ] {
-            assert!(!logs.contains(&form), "a secret reached the logs");
-        }
-    }
+    d.assert_logs_hold_none_of(&secrets);
 }
