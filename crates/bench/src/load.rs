@@ -47,6 +47,13 @@ pub struct Args {
     /// Server processes to watch, as NAME=PID (CPU and RSS from /proc).
     #[arg(long = "pid", value_parser = parse_pid)]
     pids: Vec<(String, u32)>,
+    /// Open loop: send this many requests per second in all, on a fixed
+    /// schedule spread over the `concurrency` tasks, and measure each
+    /// latency from the moment its request was due (so a stalled server is
+    /// not hidden by requests that were never sent). Without it, closed
+    /// loop: each task sends its next request when the last one answered.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Worker threads of the load generator itself.
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
@@ -61,7 +68,7 @@ fn parse_pid(s: &str) -> Result<(String, u32), String> {
 }
 
 /// utime + stime in clock ticks, and VmRSS / VmHWM in KiB.
-fn proc_sample(pid: u32) -> Option<(u64, u64, u64)> {
+pub(crate) fn proc_sample(pid: u32) -> Option<(u64, u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(") ")?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -78,7 +85,7 @@ fn proc_sample(pid: u32) -> Option<(u64, u64, u64)> {
     Some((ticks, kib("VmRSS:"), kib("VmHWM:")))
 }
 
-fn clock_ticks() -> u64 {
+pub(crate) fn clock_ticks() -> u64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -218,12 +225,26 @@ async fn level(f: &Arc<Fixture>, a: &Args, concurrency: usize) -> Level {
     let mut tasks = Vec::new();
     for t in 0..concurrency {
         let (f, stop, counting, op) = (f.clone(), stop.clone(), counting.clone(), a.op);
+        // Open loop: this task's requests are due every `period`, offset so
+        // the tasks' schedules interleave.
+        let period = a
+            .rate
+            .map(|r| Duration::from_secs_f64(concurrency as f64 / r.max(1e-3)));
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let mut i = t;
+            let mut due = period.map(|p| Instant::now() + p.mul_f64(t as f64 / concurrency as f64));
             while !stop.load(Ordering::Relaxed) {
-                let start = Instant::now();
+                let start = match (due.as_mut(), period) {
+                    (Some(at), Some(p)) => {
+                        tokio::time::sleep_until((*at).into()).await;
+                        let was = *at;
+                        *at += p;
+                        was
+                    }
+                    _ => Instant::now(),
+                };
                 let ok = one(&f, op, i).await.is_ok();
                 i += concurrency;
                 if counting.load(Ordering::Relaxed) {
@@ -308,7 +329,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let rss = last.map(|l| l.rss_kib.clone()).unwrap_or_default();
         crate::append_json(
             a.json_out.as_deref(),
-            &serde_json::json!({"bench": "load", "op": format!("{:?}", a.op), "concurrency": c,
+            &serde_json::json!({"bench": "load", "op": format!("{:?}", a.op), "concurrency": c, "rate": a.rate,
                 "ops_per_s": ops, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
                 "errors": errors, "cpu_cores": cpu, "rss_kib_now_peak": rss}),
         )?;
@@ -321,8 +342,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 .iter()
                 .map(|(n, now, peak)| format!("{n} {} MiB (peak {})", now / 1024, peak / 1024))
                 .collect();
+            let rate = a.rate.map_or(String::new(), |r| format!("at {r:.0}/s "));
             println!(
-                "c={c:<3} {:>8.0} ops/s [{:.0}–{:.0}]  p50 {:.2} ms  p99 {:.2} ms [{:.2}–{:.2}]  p99.9 {:.2} ms  errors {errors}  cpu: {}  rss: {}",
+                "{rate}c={c:<3} {:>8.0} ops/s [{:.0}–{:.0}]  p50 {:.2} ms  p99 {:.2} ms [{:.2}–{:.2}]  p99.9 {:.2} ms  errors {errors}  cpu: {}  rss: {}",
                 ops.median, ops.min, ops.max, p50.median, p99.median, p99.min, p99.max, p999.median,
                 cpu.join(", "), rss.join(", ")
             );

@@ -14,6 +14,8 @@
 
 mod limit;
 mod load;
+mod openbao;
+mod scale;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +32,10 @@ enum Command {
     Limit(limit::Args),
     /// Load against a running kms-api.
     Load(load::Args),
+    /// The same load against OpenBao's Transit engine (the peer).
+    Openbao(openbao::Args),
+    /// Export latency with few and with many wallets stored; bytes per wallet.
+    Scale(scale::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +48,16 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(load::run(a))
         }
+        Command::Openbao(a) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+            .block_on(openbao::run(a)),
+        Command::Scale(a) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+            .block_on(scale::run(a)),
     }
 }
 

@@ -1,0 +1,433 @@
+//! The peer: the same load against OpenBao's Transit engine (a `bao server
+//! -dev` on loopback), measured exactly as `load` measures our own servers:
+//! `concurrency` tasks each send one request after another (keep-alive,
+//! pooled) for `seconds`, after a warm-up that is not counted.
+//!
+//! - `byok-import`: Transit BYOK (`POST /v1/transit/keys/{name}/import`) of
+//!   an AES-256 key wrapped as RSA-OAEP-SHA256(wrapping key, ephemeral AES
+//!   key) ‖ AES-KWP(ephemeral, target). The wrapped key is prepared once and
+//!   sent under a fresh key name per request, so the load generator does no
+//!   RSA; the server still does its RSA-4096 private unwrap per import.
+//! - `export`: `GET /v1/transit/export/encryption-key/{name}/latest`.
+//! - `encrypt` / `decrypt`: `POST /v1/transit/{encrypt,decrypt}/{name}` of a
+//!   32-byte plaintext (the peer of our data-key decrypt).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use aws_lc_rs::key_wrap::{AesKek, KeyWrapPadded, AES_256};
+use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey, OAEP_SHA256_MGF1SHA256};
+use kms_protocol::b64;
+
+use crate::load::{clock_ticks, proc_sample};
+use crate::Spread;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Op {
+    /// Transit BYOK import of an AES-256 key under a fresh name.
+    ByokImport,
+    /// Export of an exportable AES-256 Transit key.
+    Export,
+    /// Transit encrypt of 32 bytes.
+    Encrypt,
+    /// Transit decrypt of 32 bytes (the peer of our data-key decrypt).
+    Decrypt,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// OpenBao's address.
+    #[arg(long, default_value = "http://127.0.0.1:8200")]
+    addr: String,
+    /// Token (the dev server's root token).
+    #[arg(long, default_value = "root")]
+    token: String,
+    #[arg(long, value_enum)]
+    op: Op,
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    concurrency: Vec<usize>,
+    /// Seconds measured per level.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Warm-up seconds per level, not counted.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Repeats of each level (the spread is over these).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Server processes to watch, as NAME=PID (CPU and RSS from /proc).
+    #[arg(long = "pid", value_parser = parse_pid)]
+    pids: Vec<(String, u32)>,
+    /// Also append the results as JSON lines to this file.
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+fn parse_pid(s: &str) -> Result<(String, u32), String> {
+    let (n, p) = s.split_once('=').ok_or("NAME=PID")?;
+    Ok((n.to_owned(), p.parse().map_err(|_| "PID is a number")?))
+}
+
+/// Standard base64 with padding (what OpenBao speaks), from our base64url.
+fn std_b64(bytes: &[u8]) -> String {
+    let mut s: String = b64::encode(bytes)
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while !s.len().is_multiple_of(4) {
+        s.push('=');
+    }
+    s
+}
+
+fn from_std_b64(s: &str) -> anyhow::Result<Vec<u8>> {
+    let url: String = s
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
+    Ok(b64::decode(&url)?)
+}
+
+fn random<const N: usize>() -> anyhow::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| anyhow::anyhow!("rand"))?;
+    Ok(b)
+}
+
+/// RSA-OAEP-SHA256(wrapping key, ephemeral) ‖ AES-KWP(ephemeral, target),
+/// base64: the Transit BYOK wrapped form of `target`.
+fn byok_wrap(wrapping_key_pem: &str, target: &[u8]) -> anyhow::Result<String> {
+    let body: String = wrapping_key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::trim)
+        .collect();
+    let der = from_std_b64(&body).context("wrapping key PEM")?;
+    let public =
+        PublicEncryptingKey::from_der(&der).map_err(|e| anyhow::anyhow!("wrapping key: {e:?}"))?;
+    let oaep = OaepPublicEncryptingKey::new(public).map_err(|_| anyhow::anyhow!("OAEP key"))?;
+    let ephemeral = random::<32>()?;
+    let mut rsa = vec![0u8; oaep.ciphertext_size()];
+    let rsa = oaep
+        .encrypt(&OAEP_SHA256_MGF1SHA256, &ephemeral, &mut rsa, None)
+        .map_err(|_| anyhow::anyhow!("RSA-OAEP"))?;
+    let mut kwp = vec![0u8; target.len() + 15];
+    let kwp = AesKek::new(&AES_256, &ephemeral)
+        .map_err(|_| anyhow::anyhow!("KEK"))?
+        .wrap_with_padding(target, &mut kwp)
+        .map_err(|_| anyhow::anyhow!("AES-KWP"))?;
+    let mut out = rsa.to_vec();
+    out.extend_from_slice(kwp);
+    Ok(std_b64(&out))
+}
+
+struct Fixture {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    /// Key names of the imports: `{import_prefix}{counter}`.
+    import_prefix: String,
+    import_counter: AtomicU64,
+    import_ciphertext: String,
+    encrypt_body: Vec<u8>,
+    decrypt_body: Vec<u8>,
+}
+
+impl Fixture {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut r = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.base))
+            .header("X-Vault-Token", &self.token);
+        if let Some(body) = body {
+            r = r.header("Content-Type", "application/json").body(body);
+        }
+        Ok(r.send().await?)
+    }
+
+    /// A setup call: a JSON answer (or none) on 2xx, the server's text otherwise.
+    async fn setup(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let body = body.map(|b| serde_json::to_vec(&b)).transpose()?;
+        let r = self.call(method.clone(), path, body).await?;
+        let status = r.status();
+        let text = r.text().await?;
+        anyhow::ensure!(status.is_success(), "{method} {path}: {status}: {text}");
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+async fn fixture(a: &Args) -> anyhow::Result<Fixture> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut f = Fixture {
+        http,
+        base: a.addr.trim_end_matches('/').to_owned(),
+        token: a.token.clone(),
+        import_prefix: format!("bench-import-{}-{nanos}-", std::process::id()),
+        import_counter: AtomicU64::new(0),
+        import_ciphertext: String::new(),
+        encrypt_body: Vec::new(),
+        decrypt_body: Vec::new(),
+    };
+    use reqwest::Method;
+    let mount = f
+        .setup(
+            Method::POST,
+            "sys/mounts/transit",
+            Some(serde_json::json!({"type": "transit"})),
+        )
+        .await;
+    if let Err(e) = mount {
+        if !e.to_string().contains("already in use") {
+            return Err(e);
+        }
+    }
+    f.setup(
+        Method::POST,
+        "transit/keys/bench-export",
+        Some(serde_json::json!({"type": "aes256-gcm96", "exportable": true})),
+    )
+    .await?;
+    f.setup(
+        Method::POST,
+        "transit/keys/bench-dec",
+        Some(serde_json::json!({"type": "aes256-gcm96"})),
+    )
+    .await?;
+    let plaintext = std_b64(&random::<32>()?);
+    f.encrypt_body = serde_json::to_vec(&serde_json::json!({ "plaintext": plaintext }))?;
+    let enc = f
+        .setup(
+            Method::POST,
+            "transit/encrypt/bench-dec",
+            Some(serde_json::json!({ "plaintext": plaintext })),
+        )
+        .await?;
+    let ciphertext = enc["data"]["ciphertext"]
+        .as_str()
+        .context("encrypt: no data.ciphertext")?;
+    f.decrypt_body = serde_json::to_vec(&serde_json::json!({ "ciphertext": ciphertext }))?;
+    if a.op == Op::ByokImport {
+        let wk = f.setup(Method::GET, "transit/wrapping_key", None).await?;
+        let pem = wk["data"]["public_key"]
+            .as_str()
+            .context("wrapping_key: no data.public_key")?;
+        f.import_ciphertext = byok_wrap(pem, &random::<32>()?)?;
+    }
+    Ok(f)
+}
+
+async fn expect_2xx(r: reqwest::Response, what: &str) -> anyhow::Result<()> {
+    let status = r.status();
+    let body = r.bytes().await?;
+    anyhow::ensure!(
+        status.is_success(),
+        "{what}: {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    Ok(())
+}
+
+/// One operation; Ok when the response was a success (2xx).
+async fn one(f: &Fixture, op: Op) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match op {
+        Op::ByokImport => {
+            let n = f.import_counter.fetch_add(1, Ordering::Relaxed);
+            let body = format!(
+                r#"{{"ciphertext":"{}","hash_function":"SHA256","type":"aes256-gcm96"}}"#,
+                f.import_ciphertext
+            );
+            let path = format!("transit/keys/{}{n}/import", f.import_prefix);
+            let r = f.call(Method::POST, &path, Some(body.into_bytes())).await?;
+            expect_2xx(r, "import").await
+        }
+        Op::Export => {
+            let r = f
+                .call(
+                    Method::GET,
+                    "transit/export/encryption-key/bench-export/latest",
+                    None,
+                )
+                .await?;
+            expect_2xx(r, "export").await
+        }
+        Op::Encrypt => {
+            let r = f
+                .call(
+                    Method::POST,
+                    "transit/encrypt/bench-dec",
+                    Some(f.encrypt_body.clone()),
+                )
+                .await?;
+            expect_2xx(r, "encrypt").await
+        }
+        Op::Decrypt => {
+            let r = f
+                .call(
+                    Method::POST,
+                    "transit/decrypt/bench-dec",
+                    Some(f.decrypt_body.clone()),
+                )
+                .await?;
+            expect_2xx(r, "decrypt").await
+        }
+    }
+}
+
+struct Level {
+    ops_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    errors: u64,
+    cpu: Vec<(String, f64)>,
+    rss_kib: Vec<(String, u64, u64)>,
+}
+
+async fn level(f: &Arc<Fixture>, a: &Args, concurrency: usize) -> Level {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counting = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (f, stop, counting, op) = (f.clone(), stop.clone(), counting.clone(), a.op);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let ok = one(&f, op).await.is_ok();
+                if counting.load(Ordering::Relaxed) {
+                    if ok {
+                        lat.push(start.elapsed().as_micros() as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
+    // The load generator shares the machine: its own CPU is reported too.
+    let pids: Vec<(String, u32)> = a
+        .pids
+        .iter()
+        .cloned()
+        .chain([("load-generator".to_owned(), std::process::id())])
+        .collect();
+    let before: Vec<_> = pids.iter().map(|(_, p)| proc_sample(*p)).collect();
+    counting.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(a.seconds)).await;
+    counting.store(false, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    let after: Vec<_> = pids.iter().map(|(_, p)| proc_sample(*p)).collect();
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            lat.extend(l);
+            errors += e;
+        }
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |us| f64::from(*us) / 1000.0)
+    };
+    let hz = clock_ticks() as f64;
+    let mut cpu = Vec::new();
+    let mut rss_kib = Vec::new();
+    for (((name, _), b), af) in pids.iter().zip(&before).zip(&after) {
+        if let (Some(b), Some(af)) = (b, af) {
+            cpu.push((name.clone(), (af.0 - b.0) as f64 / hz / elapsed));
+            rss_kib.push((name.clone(), af.1, af.2));
+        }
+    }
+    Level {
+        ops_per_s: lat.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
+        errors,
+        cpu,
+        rss_kib,
+    }
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let f = Arc::new(fixture(&a).await?);
+    // One request first, so a refusal is reported rather than counted.
+    one(&f, a.op)
+        .await
+        .with_context(|| format!("openbao {:?} at {}", a.op, f.base))?;
+    println!(
+        "openbao {:?}: {} runs of {} s per level (median [min–max])",
+        a.op, a.runs, a.seconds
+    );
+    for &c in &a.concurrency {
+        let mut runs = Vec::new();
+        for _ in 0..a.runs {
+            runs.push(level(&f, &a, c).await);
+        }
+        let spread = |g: &dyn Fn(&Level) -> f64| Spread::of(runs.iter().map(g).collect());
+        let ops = spread(&|l| l.ops_per_s);
+        let p50 = spread(&|l| l.p50_ms);
+        let p99 = spread(&|l| l.p99_ms);
+        let p999 = spread(&|l| l.p999_ms);
+        let errors: u64 = runs.iter().map(|l| l.errors).sum();
+        let last = runs.last();
+        let cpu = last.map(|l| l.cpu.clone()).unwrap_or_default();
+        let rss = last.map(|l| l.rss_kib.clone()).unwrap_or_default();
+        crate::append_json(
+            a.json_out.as_deref(),
+            &serde_json::json!({"bench": "openbao", "op": format!("{:?}", a.op), "concurrency": c,
+                "ops_per_s": ops, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
+                "errors": errors, "cpu_cores": cpu, "rss_kib_now_peak": rss}),
+        )?;
+        let cpu: Vec<String> = cpu
+            .iter()
+            .map(|(n, c)| format!("{n} {c:.2} cores"))
+            .collect();
+        let rss: Vec<String> = rss
+            .iter()
+            .map(|(n, now, peak)| format!("{n} {} MiB (peak {})", now / 1024, peak / 1024))
+            .collect();
+        println!(
+            "c={c:<3} {:>8.0} ops/s [{:.0}–{:.0}]  p50 {:.2} ms  p99 {:.2} ms [{:.2}–{:.2}]  p99.9 {:.2} ms  errors {errors}  cpu: {}  rss: {}",
+            ops.median, ops.min, ops.max, p50.median, p99.median, p99.min, p99.max, p999.median,
+            cpu.join(", "), rss.join(", ")
+        );
+    }
+    Ok(())
+}
