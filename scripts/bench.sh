@@ -128,11 +128,19 @@ else
   openbao
 fi
 
+# The limit again: the machine's speed drifts over a run, and the headline
+# divides by the higher of the two (the stricter ratio).
+echo "== limit again, after the load"
+"$bin/kms-bench" limit --seconds 2 --runs "$runs" --json-out "$results"
+
 python3 - "$results" "$(nproc)" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 cores = int(sys.argv[2])
-limit = {r["op"]: r["ops_per_s"]["median"] for r in rows if r["bench"] == "limit"}
+limit = {}
+for r in rows:
+    if r["bench"] == "limit":
+        limit[r["op"]] = max(limit.get(r["op"], 0.0), r["ops_per_s"]["median"])
 def best(op):
     xs = [r["ops_per_s"]["median"] for r in rows if r["bench"] == "load" and r["op"] == op]
     return max(xs) if xs else 0.0
@@ -144,7 +152,11 @@ if top:
     gen = dict((n, c) for n, c in top["cpu_cores"]).get("load-generator", 0.0)
     had = cores - gen
     print(f"   on the {had:.2f} cores the servers had (the load generator used {gen:.2f}): {100*exp/(limit['export']*had):.0f} % of the limit")
-print(f"   import (start + complete): {best('Import'):.0f}/s; data-key decrypt: {best('DataKeyDecrypt'):.0f}/s")
+imp_limit = cores / (1 / limit["import-start"] + 1 / limit["import-finish"])
+print(f"   import (start + complete): {best('Import'):.0f}/s = {100*best('Import')/imp_limit:.0f} % of its crypto-only limit on {cores} cores ({imp_limit:.0f}/s: the 5 000/s target is above it)" if imp_limit < 5000 else
+      f"   import (start + complete): {best('Import'):.0f}/s = {100*best('Import')/imp_limit:.0f} % of its crypto-only limit on {cores} cores ({imp_limit:.0f}/s)")
+dkd = best('DataKeyDecrypt')
+print(f"   data-key decrypt: {dkd:.0f}/s = {100*dkd/(limit['data-key-decrypt']*cores):.0f} % of its crypto-only limit on {cores} cores ({limit['data-key-decrypt']*cores:.0f}/s)")
 for r in rows:
     if r["bench"] == "load" and r.get("rate") is not None:
         p99 = r["p99_ms"]["median"]
