@@ -450,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_appends_share_fsyncs_and_stay_one_chain() {
+    fn concurrent_appends_stay_one_chain_and_return_only_once_durable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(AUDIT_FILE);
         let key = SigningKey::generate().unwrap();

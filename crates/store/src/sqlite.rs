@@ -5,14 +5,13 @@
 //! lookup in a warm page cache costs microseconds, less than handing it to
 //! another thread and back. Other reads go through an sqlx pool.
 //!
-//! Writes go through one writer thread with
-//! its own connection (rusqlite: no thread hop per statement), which commits
-//! them in groups: it takes every write queued while the previous commit ran
-//! (up to [`MAX_BATCH`]), runs each in its own savepoint inside one
-//! transaction, commits once (one WAL fsync for the group), and only then
-//! answers each caller. A write that fails rolls back to its savepoint and
-//! fails alone; a commit that fails fails the whole group, and nothing of it
-//! is stored.
+//! Writes go through one writer thread with its own connection (rusqlite:
+//! no thread hop per statement), which commits them in groups: it takes
+//! every write queued while the previous commit ran (up to [`MAX_BATCH`]),
+//! runs each in its own savepoint inside one transaction, commits once (one
+//! WAL fsync for the group), and only then answers each caller. A write
+//! that fails rolls back to its savepoint and fails alone; a commit that
+//! fails fails the whole group, and nothing of it is stored.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
