@@ -209,27 +209,55 @@ async fn one(f: &Fixture, op: Op, i: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Level {
-    ops_per_s: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    errors: u64,
-    cpu: Vec<(String, f64)>,
-    rss_kib: Vec<(String, u64, u64)>,
+/// One level's measurement.
+pub(crate) struct Level {
+    pub ops_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub errors: u64,
+    /// Cores used by each watched process, the load generator's last.
+    pub cpu: Vec<(String, f64)>,
+    /// RSS now and at peak, KiB, in the same order.
+    pub rss_kib: Vec<(String, u64, u64)>,
 }
 
-async fn level(f: &Arc<Fixture>, a: &Args, concurrency: usize) -> Level {
+/// How one level is driven.
+pub(crate) struct Drive<'a> {
+    pub concurrency: usize,
+    /// Seconds not counted, first.
+    pub warmup: f64,
+    /// Seconds measured.
+    pub seconds: f64,
+    /// Open loop: requests due on a fixed schedule at this many per second
+    /// in all, spread over the tasks, each latency counted from when it was
+    /// due. `None`: closed loop, each task sends its next request when its
+    /// last one answered.
+    pub rate: Option<f64>,
+    /// Processes whose CPU and RSS are reported, besides the load
+    /// generator's own (it shares the machine).
+    pub pids: &'a [(String, u32)],
+}
+
+/// Runs `op(i)` from `concurrency` tasks, where task `t`'s `k`-th request
+/// has `i = t + k * concurrency`, and measures the level: throughput of
+/// successes, latency percentiles, failures, CPU and RSS.
+pub(crate) async fn drive<F, Fut>(d: &Drive<'_>, op: F) -> Level
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let stop = Arc::new(AtomicBool::new(false));
     let counting = Arc::new(AtomicBool::new(false));
+    let concurrency = d.concurrency.max(1);
+    // Open loop: each task's requests are due every `period`, offset so the
+    // tasks' schedules interleave.
+    let period = d
+        .rate
+        .map(|r| Duration::from_secs_f64(concurrency as f64 / r.max(1e-3)));
     let mut tasks = Vec::new();
     for t in 0..concurrency {
-        let (f, stop, counting, op) = (f.clone(), stop.clone(), counting.clone(), a.op);
-        // Open loop: this task's requests are due every `period`, offset so
-        // the tasks' schedules interleave.
-        let period = a
-            .rate
-            .map(|r| Duration::from_secs_f64(concurrency as f64 / r.max(1e-3)));
+        let (op, stop, counting) = (op.clone(), stop.clone(), counting.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
@@ -245,7 +273,7 @@ async fn level(f: &Arc<Fixture>, a: &Args, concurrency: usize) -> Level {
                     }
                     _ => Instant::now(),
                 };
-                let ok = one(&f, op, i).await.is_ok();
+                let ok = op(i).await.is_ok();
                 i += concurrency;
                 if counting.load(Ordering::Relaxed) {
                     if ok {
@@ -258,9 +286,8 @@ async fn level(f: &Arc<Fixture>, a: &Args, concurrency: usize) -> Level {
             (lat, errors)
         }));
     }
-    tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
-    // The load generator shares the machine: its own CPU is reported too.
-    let pids: Vec<(String, u32)> = a
+    tokio::time::sleep(Duration::from_secs_f64(d.warmup)).await;
+    let pids: Vec<(String, u32)> = d
         .pids
         .iter()
         .cloned()
@@ -269,7 +296,7 @@ async fn level(f: &Arc<Fixture>, a: &Args, concurrency: usize) -> Level {
     let before: Vec<_> = pids.iter().map(|(_, p)| proc_sample(*p)).collect();
     counting.store(true, Ordering::Relaxed);
     let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(a.seconds)).await;
+    tokio::time::sleep(Duration::from_secs_f64(d.seconds)).await;
     counting.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
     let after: Vec<_> = pids.iter().map(|(_, p)| proc_sample(*p)).collect();
@@ -307,6 +334,55 @@ async fn level(f: &Arc<Fixture>, a: &Args, concurrency: usize) -> Level {
     }
 }
 
+/// Records one level's runs as a JSON line (`record` plus the figures) and
+/// prints its table row (`prefix` first).
+pub(crate) fn report(
+    json_out: Option<&std::path::Path>,
+    mut record: serde_json::Value,
+    prefix: &str,
+    c: usize,
+    runs: &[Level],
+) -> anyhow::Result<()> {
+    let spread = |g: &dyn Fn(&Level) -> f64| Spread::of(runs.iter().map(g).collect());
+    let ops = spread(&|l| l.ops_per_s);
+    let p50 = spread(&|l| l.p50_ms);
+    let p99 = spread(&|l| l.p99_ms);
+    let p999 = spread(&|l| l.p999_ms);
+    let errors: u64 = runs.iter().map(|l| l.errors).sum();
+    let last = runs.last();
+    let cpu = last.map(|l| l.cpu.clone()).unwrap_or_default();
+    let rss = last.map(|l| l.rss_kib.clone()).unwrap_or_default();
+    if let Some(fields) = record.as_object_mut() {
+        for (k, v) in [
+            ("concurrency", serde_json::json!(c)),
+            ("ops_per_s", serde_json::json!(ops)),
+            ("p50_ms", serde_json::json!(p50)),
+            ("p99_ms", serde_json::json!(p99)),
+            ("p999_ms", serde_json::json!(p999)),
+            ("errors", serde_json::json!(errors)),
+            ("cpu_cores", serde_json::json!(cpu)),
+            ("rss_kib_now_peak", serde_json::json!(rss)),
+        ] {
+            fields.insert(k.to_owned(), v);
+        }
+    }
+    crate::append_json(json_out, &record)?;
+    let cpu: Vec<String> = cpu
+        .iter()
+        .map(|(n, c)| format!("{n} {c:.2} cores"))
+        .collect();
+    let rss: Vec<String> = rss
+        .iter()
+        .map(|(n, now, peak)| format!("{n} {} MiB (peak {})", now / 1024, peak / 1024))
+        .collect();
+    println!(
+        "{prefix}c={c:<3} {:>8.0} ops/s [{:.0}–{:.0}]  p50 {:.2} ms  p99 {:.2} ms [{:.2}–{:.2}]  p99.9 {:.2} ms  errors {errors}  cpu: {}  rss: {}",
+        ops.median, ops.min, ops.max, p50.median, p99.median, p99.min, p99.max, p999.median,
+        cpu.join(", "), rss.join(", ")
+    );
+    Ok(())
+}
+
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let f = Arc::new(fixture(&a).await?);
     println!(
@@ -314,41 +390,32 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         a.op, a.runs, a.seconds
     );
     for &c in &a.concurrency {
+        let d = Drive {
+            concurrency: c,
+            warmup: a.warmup,
+            seconds: a.seconds,
+            rate: a.rate,
+            pids: &a.pids,
+        };
         let mut runs = Vec::new();
         for _ in 0..a.runs {
-            runs.push(level(&f, &a, c).await);
-        }
-        let spread = |g: &dyn Fn(&Level) -> f64| Spread::of(runs.iter().map(g).collect());
-        let ops = spread(&|l| l.ops_per_s);
-        let p50 = spread(&|l| l.p50_ms);
-        let p99 = spread(&|l| l.p99_ms);
-        let p999 = spread(&|l| l.p999_ms);
-        let errors: u64 = runs.iter().map(|l| l.errors).sum();
-        let last = runs.last();
-        let cpu = last.map(|l| l.cpu.clone()).unwrap_or_default();
-        let rss = last.map(|l| l.rss_kib.clone()).unwrap_or_default();
-        crate::append_json(
-            a.json_out.as_deref(),
-            &serde_json::json!({"bench": "load", "op": format!("{:?}", a.op), "concurrency": c, "rate": a.rate,
-                "ops_per_s": ops, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
-                "errors": errors, "cpu_cores": cpu, "rss_kib_now_peak": rss}),
-        )?;
-        {
-            let cpu: Vec<String> = cpu
-                .iter()
-                .map(|(n, c)| format!("{n} {c:.2} cores"))
-                .collect();
-            let rss: Vec<String> = rss
-                .iter()
-                .map(|(n, now, peak)| format!("{n} {} MiB (peak {})", now / 1024, peak / 1024))
-                .collect();
-            let rate = a.rate.map_or(String::new(), |r| format!("at {r:.0}/s "));
-            println!(
-                "{rate}c={c:<3} {:>8.0} ops/s [{:.0}–{:.0}]  p50 {:.2} ms  p99 {:.2} ms [{:.2}–{:.2}]  p99.9 {:.2} ms  errors {errors}  cpu: {}  rss: {}",
-                ops.median, ops.min, ops.max, p50.median, p99.median, p99.min, p99.max, p999.median,
-                cpu.join(", "), rss.join(", ")
+            let (f, op) = (f.clone(), a.op);
+            runs.push(
+                drive(&d, move |i| {
+                    let f = f.clone();
+                    async move { one(&f, op, i).await }
+                })
+                .await,
             );
         }
+        let prefix = a.rate.map_or(String::new(), |r| format!("at {r:.0}/s "));
+        report(
+            a.json_out.as_deref(),
+            serde_json::json!({"bench": "load", "op": format!("{:?}", a.op), "rate": a.rate}),
+            &prefix,
+            c,
+            &runs,
+        )?;
     }
     Ok(())
 }

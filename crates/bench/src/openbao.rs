@@ -12,17 +12,16 @@
 //! - `encrypt` / `decrypt`: `POST /v1/transit/{encrypt,decrypt}/{name}` of a
 //!   32-byte plaintext (the peer of our data-key decrypt).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use aws_lc_rs::key_wrap::{AesKek, KeyWrapPadded, AES_256};
 use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey, OAEP_SHA256_MGF1SHA256};
 use kms_protocol::b64;
 
-use crate::load::{clock_ticks, proc_sample};
-use crate::Spread;
+use crate::load::{drive, report, Drive};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Op {
@@ -303,88 +302,6 @@ async fn one(f: &Fixture, op: Op) -> anyhow::Result<()> {
     }
 }
 
-struct Level {
-    ops_per_s: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    errors: u64,
-    cpu: Vec<(String, f64)>,
-    rss_kib: Vec<(String, u64, u64)>,
-}
-
-async fn level(f: &Arc<Fixture>, a: &Args, concurrency: usize) -> Level {
-    let stop = Arc::new(AtomicBool::new(false));
-    let counting = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (f, stop, counting, op) = (f.clone(), stop.clone(), counting.clone(), a.op);
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let start = Instant::now();
-                let ok = one(&f, op).await.is_ok();
-                if counting.load(Ordering::Relaxed) {
-                    if ok {
-                        lat.push(start.elapsed().as_micros() as u32);
-                    } else {
-                        errors += 1;
-                    }
-                }
-            }
-            (lat, errors)
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
-    // The load generator shares the machine: its own CPU is reported too.
-    let pids: Vec<(String, u32)> = a
-        .pids
-        .iter()
-        .cloned()
-        .chain([("load-generator".to_owned(), std::process::id())])
-        .collect();
-    let before: Vec<_> = pids.iter().map(|(_, p)| proc_sample(*p)).collect();
-    counting.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(a.seconds)).await;
-    counting.store(false, Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    let after: Vec<_> = pids.iter().map(|(_, p)| proc_sample(*p)).collect();
-    stop.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        if let Ok((l, e)) = t.await {
-            lat.extend(l);
-            errors += e;
-        }
-    }
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .map_or(0.0, |us| f64::from(*us) / 1000.0)
-    };
-    let hz = clock_ticks() as f64;
-    let mut cpu = Vec::new();
-    let mut rss_kib = Vec::new();
-    for (((name, _), b), af) in pids.iter().zip(&before).zip(&after) {
-        if let (Some(b), Some(af)) = (b, af) {
-            cpu.push((name.clone(), (af.0 - b.0) as f64 / hz / elapsed));
-            rss_kib.push((name.clone(), af.1, af.2));
-        }
-    }
-    Level {
-        ops_per_s: lat.len() as f64 / elapsed,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        p999_ms: pct(0.999),
-        errors,
-        cpu,
-        rss_kib,
-    }
-}
-
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let f = Arc::new(fixture(&a).await?);
     // One request first, so a refusal is reported rather than counted.
@@ -396,38 +313,31 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         a.op, a.runs, a.seconds
     );
     for &c in &a.concurrency {
+        let d = Drive {
+            concurrency: c,
+            warmup: a.warmup,
+            seconds: a.seconds,
+            rate: None,
+            pids: &a.pids,
+        };
         let mut runs = Vec::new();
         for _ in 0..a.runs {
-            runs.push(level(&f, &a, c).await);
+            let (f, op) = (f.clone(), a.op);
+            runs.push(
+                drive(&d, move |_| {
+                    let f = f.clone();
+                    async move { one(&f, op).await }
+                })
+                .await,
+            );
         }
-        let spread = |g: &dyn Fn(&Level) -> f64| Spread::of(runs.iter().map(g).collect());
-        let ops = spread(&|l| l.ops_per_s);
-        let p50 = spread(&|l| l.p50_ms);
-        let p99 = spread(&|l| l.p99_ms);
-        let p999 = spread(&|l| l.p999_ms);
-        let errors: u64 = runs.iter().map(|l| l.errors).sum();
-        let last = runs.last();
-        let cpu = last.map(|l| l.cpu.clone()).unwrap_or_default();
-        let rss = last.map(|l| l.rss_kib.clone()).unwrap_or_default();
-        crate::append_json(
+        report(
             a.json_out.as_deref(),
-            &serde_json::json!({"bench": "openbao", "op": format!("{:?}", a.op), "concurrency": c,
-                "ops_per_s": ops, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999,
-                "errors": errors, "cpu_cores": cpu, "rss_kib_now_peak": rss}),
+            serde_json::json!({"bench": "openbao", "op": format!("{:?}", a.op)}),
+            "",
+            c,
+            &runs,
         )?;
-        let cpu: Vec<String> = cpu
-            .iter()
-            .map(|(n, c)| format!("{n} {c:.2} cores"))
-            .collect();
-        let rss: Vec<String> = rss
-            .iter()
-            .map(|(n, now, peak)| format!("{n} {} MiB (peak {})", now / 1024, peak / 1024))
-            .collect();
-        println!(
-            "c={c:<3} {:>8.0} ops/s [{:.0}–{:.0}]  p50 {:.2} ms  p99 {:.2} ms [{:.2}–{:.2}]  p99.9 {:.2} ms  errors {errors}  cpu: {}  rss: {}",
-            ops.median, ops.min, ops.max, p50.median, p99.median, p99.min, p99.max, p999.median,
-            cpu.join(", "), rss.join(", ")
-        );
     }
     Ok(())
 }

@@ -17,13 +17,13 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kms_crypto::hpke::HpkeSecretKey;
 use kms_protocol::{b64, KeyType};
 
+use crate::load::{drive, Drive, Level};
 use crate::Spread;
 
 #[derive(Debug, clap::Args)]
@@ -156,66 +156,25 @@ async fn export(f: &Fixture, i: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Level {
-    ops_per_s: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    errors: u64,
-}
-
+/// Exports, each to one of the fixture's wallets drawn uniformly at random.
 async fn level(f: &Arc<Fixture>, a: &Args, concurrency: usize) -> Level {
-    let stop = Arc::new(AtomicBool::new(false));
-    let counting = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (f, stop, counting) = (f.clone(), stop.clone(), counting.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng::seeded();
-            let mut lat = Vec::new();
-            let mut errors = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let i = rng.below(f.export_urls.len());
-                let start = Instant::now();
-                let ok = export(&f, i).await.is_ok();
-                if counting.load(Ordering::Relaxed) {
-                    if ok {
-                        lat.push(start.elapsed().as_micros() as u32);
-                    } else {
-                        errors += 1;
-                    }
-                }
-            }
-            (lat, errors)
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
-    counting.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(a.seconds)).await;
-    counting.store(false, Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        if let Ok((l, e)) = t.await {
-            lat.extend(l);
-            errors += e;
-        }
-    }
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .map_or(0.0, |us| f64::from(*us) / 1000.0)
+    let seed = Rng::seeded().next();
+    let d = Drive {
+        concurrency,
+        warmup: a.warmup,
+        seconds: a.seconds,
+        rate: None,
+        pids: &[],
     };
-    Level {
-        ops_per_s: lat.len() as f64 / elapsed,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        p999_ms: pct(0.999),
-        errors,
-    }
+    let f = f.clone();
+    drive(&d, move |i| {
+        let f = f.clone();
+        async move {
+            let pick = Rng(seed ^ i as u64).below(f.export_urls.len());
+            export(&f, pick).await
+        }
+    })
+    .await
 }
 
 /// Per concurrency level: (ops/s, p50, p99, p99.9), each over the runs.
