@@ -29,24 +29,11 @@ pub struct Args {
     api_url: String,
     #[arg(long, value_enum)]
     op: Op,
-    /// Concurrency levels, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
-    concurrency: Vec<usize>,
-    /// Seconds measured per level.
-    #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
-    /// Warm-up seconds per level, not counted.
-    #[arg(long, default_value_t = 1.0)]
-    warmup: f64,
-    /// Repeats of each level (the spread is over these).
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
+    #[command(flatten)]
+    levels: Levels,
     /// Wallets to export from (imported first).
     #[arg(long, default_value_t = 64)]
     wallets: usize,
-    /// Server processes to watch, as NAME=PID (CPU and RSS from /proc).
-    #[arg(long = "pid", value_parser = parse_pid)]
-    pids: Vec<(String, u32)>,
     /// Open loop: send this many requests per second in all, on a fixed
     /// schedule spread over the `concurrency` tasks, and measure each
     /// latency from the moment its request was due (so a stalled server is
@@ -57,14 +44,77 @@ pub struct Args {
     /// Worker threads of the load generator itself.
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
+}
+
+/// The levels a run measures, what it watches and where its results go
+/// (shared by `load` and `openbao`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Levels {
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub concurrency: Vec<usize>,
+    /// Seconds measured per level.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Warm-up seconds per level, not counted.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Repeats of each level (the spread is over these).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Server processes to watch, as NAME=PID (CPU and RSS from /proc).
+    #[arg(long = "pid", value_parser = parse_pid)]
+    pub pids: Vec<(String, u32)>,
     /// Also append the results as JSON lines to this file.
     #[arg(long)]
-    json_out: Option<std::path::PathBuf>,
+    pub json_out: Option<std::path::PathBuf>,
+}
+
+impl Levels {
+    /// How level `concurrency` is driven.
+    pub(crate) fn drive(&self, concurrency: usize, rate: Option<f64>) -> Drive<'_> {
+        Drive {
+            concurrency,
+            warmup: self.warmup,
+            seconds: self.seconds,
+            rate,
+            pids: &self.pids,
+        }
+    }
 }
 
 fn parse_pid(s: &str) -> Result<(String, u32), String> {
     let (n, p) = s.split_once('=').ok_or("NAME=PID")?;
     Ok((n.to_owned(), p.parse().map_err(|_| "PID is a number")?))
+}
+
+/// The load generator's HTTP client: keep-alive for every task, no Nagle.
+pub(crate) fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+}
+
+/// An SDK client for kms-api at `base`, pinned to the identity key its
+/// attestation reports (a benchmark trusts the server it just started).
+pub(crate) async fn sdk_client(
+    http: &reqwest::Client,
+    base: &str,
+) -> anyhow::Result<kms_client::KmsClient> {
+    let attestation: serde_json::Value = http
+        .get(format!("{base}/v1/attestation"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let identity = kms_client::parse_identity_public_key(
+        attestation["identity_public_key"]
+            .as_str()
+            .unwrap_or_default(),
+    )?;
+    Ok(kms_client::KmsClient::new(base, identity)?)
 }
 
 /// utime + stime in clock ticks, and VmRSS / VmHWM in KiB.
@@ -106,23 +156,8 @@ struct Fixture {
 
 async fn fixture(a: &Args) -> anyhow::Result<Fixture> {
     let base = a.api_url.trim_end_matches('/').to_owned();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let attestation: serde_json::Value = http
-        .get(format!("{base}/v1/attestation"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let identity = kms_client::parse_identity_public_key(
-        attestation["identity_public_key"]
-            .as_str()
-            .unwrap_or_default(),
-    )?;
-    let client = kms_client::KmsClient::new(&base, identity)?;
+    let http = http_client()?;
+    let client = sdk_client(&http, &base).await?;
     let material = kms_client::generate_key_material(KeyType::Secp256k1)?;
     let mut export_urls = Vec::new();
     if a.op == Op::Export {
@@ -387,18 +422,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let f = Arc::new(fixture(&a).await?);
     println!(
         "{:?}: {} runs of {} s per level (median [min–max])",
-        a.op, a.runs, a.seconds
+        a.op, a.levels.runs, a.levels.seconds
     );
-    for &c in &a.concurrency {
-        let d = Drive {
-            concurrency: c,
-            warmup: a.warmup,
-            seconds: a.seconds,
-            rate: a.rate,
-            pids: &a.pids,
-        };
+    for &c in &a.levels.concurrency {
+        let d = a.levels.drive(c, a.rate);
         let mut runs = Vec::new();
-        for _ in 0..a.runs {
+        for _ in 0..a.levels.runs {
             let (f, op) = (f.clone(), a.op);
             runs.push(
                 drive(&d, move |i| {
@@ -410,7 +439,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         }
         let prefix = a.rate.map_or(String::new(), |r| format!("at {r:.0}/s "));
         report(
-            a.json_out.as_deref(),
+            a.levels.json_out.as_deref(),
             serde_json::json!({"bench": "load", "op": format!("{:?}", a.op), "rate": a.rate}),
             &prefix,
             c,

@@ -14,14 +14,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use aws_lc_rs::key_wrap::{AesKek, KeyWrapPadded, AES_256};
 use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey, OAEP_SHA256_MGF1SHA256};
 use kms_protocol::b64;
 
-use crate::load::{drive, report, Drive};
+use crate::load::{drive, http_client, report, Levels};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Op {
@@ -45,29 +44,8 @@ pub struct Args {
     token: String,
     #[arg(long, value_enum)]
     op: Op,
-    /// Concurrency levels, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
-    concurrency: Vec<usize>,
-    /// Seconds measured per level.
-    #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
-    /// Warm-up seconds per level, not counted.
-    #[arg(long, default_value_t = 1.0)]
-    warmup: f64,
-    /// Repeats of each level (the spread is over these).
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// Server processes to watch, as NAME=PID (CPU and RSS from /proc).
-    #[arg(long = "pid", value_parser = parse_pid)]
-    pids: Vec<(String, u32)>,
-    /// Also append the results as JSON lines to this file.
-    #[arg(long)]
-    json_out: Option<std::path::PathBuf>,
-}
-
-fn parse_pid(s: &str) -> Result<(String, u32), String> {
-    let (n, p) = s.split_once('=').ok_or("NAME=PID")?;
-    Ok((n.to_owned(), p.parse().map_err(|_| "PID is a number")?))
+    #[command(flatten)]
+    levels: Levels,
 }
 
 /// Standard base64 with padding (what OpenBao speaks), from our base64url.
@@ -178,11 +156,7 @@ impl Fixture {
 }
 
 async fn fixture(a: &Args) -> anyhow::Result<Fixture> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let http = http_client()?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -310,18 +284,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("openbao {:?} at {}", a.op, f.base))?;
     println!(
         "openbao {:?}: {} runs of {} s per level (median [min–max])",
-        a.op, a.runs, a.seconds
+        a.op, a.levels.runs, a.levels.seconds
     );
-    for &c in &a.concurrency {
-        let d = Drive {
-            concurrency: c,
-            warmup: a.warmup,
-            seconds: a.seconds,
-            rate: None,
-            pids: &a.pids,
-        };
+    for &c in &a.levels.concurrency {
+        let d = a.levels.drive(c, None);
         let mut runs = Vec::new();
-        for _ in 0..a.runs {
+        for _ in 0..a.levels.runs {
             let (f, op) = (f.clone(), a.op);
             runs.push(
                 drive(&d, move |_| {
@@ -332,7 +300,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             );
         }
         report(
-            a.json_out.as_deref(),
+            a.levels.json_out.as_deref(),
             serde_json::json!({"bench": "openbao", "op": format!("{:?}", a.op)}),
             "",
             c,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use kms_crypto::hpke::HpkeSecretKey;
 use kms_protocol::{b64, KeyType};
 
-use crate::load::{drive, Drive, Level};
+use crate::load::{drive, http_client, sdk_client, Drive, Level};
 use crate::Spread;
 
 #[derive(Debug, clap::Args)]
@@ -104,23 +104,8 @@ struct Fixture {
 
 async fn fixture(a: &Args, api_url: &str) -> anyhow::Result<Fixture> {
     let base = api_url.trim_end_matches('/').to_owned();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let attestation: serde_json::Value = http
-        .get(format!("{base}/v1/attestation"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let identity = kms_client::parse_identity_public_key(
-        attestation["identity_public_key"]
-            .as_str()
-            .unwrap_or_default(),
-    )?;
-    let client = kms_client::KmsClient::new(&base, identity)?;
+    let http = http_client()?;
+    let client = sdk_client(&http, &base).await?;
     let start = Instant::now();
     let mut export_urls = Vec::with_capacity(a.small);
     for _ in 0..a.small {
