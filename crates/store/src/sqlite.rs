@@ -154,7 +154,7 @@ impl SqliteStore {
     /// Queues a write for the next group commit and waits for it.
     async fn write(&self, write: Write) -> Result<u64, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let gone = || StoreError::Database(sqlx::Error::PoolClosed);
+        let gone = || StoreError::Engine("the store's writer thread has stopped".to_owned());
         self.writer
             .send(Job { write, reply })
             .await
