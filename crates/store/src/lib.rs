@@ -96,6 +96,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Stores an audit record. Storing one that is already there is a no-op;
     /// a different record under the same seq is [`StoreError::Corrupt`].
+    ///
+    /// Once this returns, readers see the record and it survives a crash of
+    /// kms-api, but an engine may leave it to its next durable write to
+    /// survive a power cut (SQLite does: an fsync per export would double
+    /// the fsyncs on its path). The record came from the secure
+    /// environment's log, which made it durable first, and the backfill
+    /// copies back whatever this replica loses. Sessions, wallets and
+    /// rewraps are durable when their call returns.
     async fn insert_audit(&self, audit: &AuditRecord) -> Result<(), StoreError>;
 
     /// Up to `limit` audit records with seq greater than `after`, in order.

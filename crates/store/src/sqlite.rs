@@ -11,7 +11,17 @@
 //! runs each in its own savepoint inside one transaction, commits once (one
 //! WAL fsync for the group), and only then answers each caller. A write
 //! that fails rolls back to its savepoint and fails alone; a commit that
-//! fails fails the whole group, and nothing of it is stored.
+//! fails fails the whole group, and nothing of it is stored. A group made
+//! only of audit copies is committed without an fsync of its own (see
+//! [`Store::insert_audit`]).
+//!
+//! The writer does not checkpoint the WAL itself (SQLite's default has the
+//! committing connection copy the WAL into the database every 1 000 pages,
+//! stalling every queued write for the copy and its fsync). A
+//! `store-checkpoint` thread with its own connection runs passive
+//! checkpoints instead, which do not block the writer. The writer keeps a
+//! high automatic threshold ([`WRITER_AUTOCHECKPOINT_PAGES`]) only as a
+//! bound on the WAL should that thread fall behind.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -45,6 +55,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 /// The most writes one commit carries.
 const MAX_BATCH: usize = 256;
+
+/// The writer's own automatic checkpoint threshold, in WAL pages (64 MiB
+/// at 4 KiB pages): a bound, never reached while the checkpoint thread
+/// keeps up.
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+
+/// The checkpoint thread's pause between checkpoints while writes arrive.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// A [`Store`] in one SQLite file.
 #[derive(Debug, Clone)]
@@ -135,10 +153,16 @@ impl SqliteStore {
             .await?;
         migrate(&pool).await?;
         let conn = open_writer(path)?;
+        let checkpointer = open_checkpointer(path)?;
+        let (committed, commits) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("store-checkpoint".to_owned())
+            .spawn(move || run_checkpointer(checkpointer, commits))
+            .map_err(|e| StoreError::Engine(format!("starting the checkpoint thread: {e}")))?;
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
         std::thread::Builder::new()
             .name("store-writer".to_owned())
-            .spawn(move || run_writer(conn, jobs))
+            .spawn(move || run_writer(conn, jobs, committed))
             .map_err(|e| StoreError::Engine(format!("starting the writer thread: {e}")))?;
         let readers = Arc::new(Readers {
             path: path.to_owned(),
@@ -270,7 +294,42 @@ fn open_writer(path: &str) -> Result<rusqlite::Connection, StoreError> {
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
     Ok(conn)
+}
+
+/// The checkpoint thread's connection.
+fn open_checkpointer(path: &str) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+/// The checkpoint thread: after the writer has committed, a passive
+/// checkpoint (it copies what no reader still needs and never blocks the
+/// writer), then a pause, so a busy store is checkpointed every
+/// [`CHECKPOINT_EVERY`] and an idle one not at all. Ends, after a last
+/// checkpoint, when the writer thread does.
+fn run_checkpointer(conn: rusqlite::Connection, commits: std::sync::mpsc::Receiver<()>) {
+    let checkpoint = || {
+        let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        match r {
+            Ok((wal_pages, copied)) => {
+                tracing::trace!(wal_pages, copied, "checkpointed the WAL");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed; retrying after the next commit")
+            }
+        }
+    };
+    while commits.recv().is_ok() {
+        checkpoint();
+        std::thread::sleep(CHECKPOINT_EVERY);
+    }
+    checkpoint();
 }
 
 /// Inserts an audit record; the same record twice is a no-op, a different
@@ -297,7 +356,11 @@ fn insert_audit_in(conn: &rusqlite::Connection, audit: &AuditRecord) -> Result<(
 }
 
 /// The writer thread: one group commit per turn, until every sender is gone.
-fn run_writer(mut conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Job>) {
+fn run_writer(
+    mut conn: rusqlite::Connection,
+    mut jobs: mpsc::Receiver<Job>,
+    committed: std::sync::mpsc::SyncSender<()>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
@@ -308,6 +371,8 @@ fn run_writer(mut conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Job>) {
             }
         }
         commit_group(&mut conn, std::mem::take(&mut batch));
+        // Full means a checkpoint is already due.
+        let _ = committed.try_send(());
     }
 }
 
@@ -347,6 +412,15 @@ fn run_group(
     jobs: Vec<Job>,
     answers: &mut Vec<Answer>,
 ) -> rusqlite::Result<()> {
+    // A group of audit copies alone is committed without its own fsync:
+    // the secure environment's log, fsynced before the record was handed
+    // over, is the authoritative copy, the next durable commit or
+    // checkpoint makes these durable too, and after a power cut the
+    // backfill copies back any record the replica lost. Everything else
+    // (sessions, wallets, rewraps, purges) is fsynced before it is answered.
+    let durable = jobs.iter().any(|j| !matches!(j.write, Write::Audit(_)));
+    let synchronous = if durable { "FULL" } else { "NORMAL" };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     conn.execute_batch("BEGIN IMMEDIATE")?;
     for job in jobs {
         conn.execute_batch("SAVEPOINT w")?;
@@ -669,5 +743,58 @@ impl Store for SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         to_u64(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audit(seq: u64) -> AuditRecord {
+        serde_json::from_value(serde_json::json!({
+            "seq": seq, "time": 1, "event": "import", "outcome": "ok",
+            "session_id": null, "wallet_id": null, "key_type": null,
+            "recipient_fingerprint": null, "owner_fingerprint": null,
+            "data_key_id": null, "master_key_version": null,
+            "prev_hash": "00".repeat(32), "signature": "A".repeat(86),
+        }))
+        .unwrap()
+    }
+
+    /// The `synchronous` setting the writer committed `writes` under.
+    fn committed_under(conn: &mut rusqlite::Connection, writes: Vec<Write>) -> i64 {
+        let jobs = writes
+            .into_iter()
+            .map(|write| Job {
+                write,
+                reply: oneshot::channel().0,
+            })
+            .collect();
+        commit_group(conn, jobs);
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Only a group of audit copies alone skips its fsync; a group with
+    /// anything else in it is committed with `synchronous = FULL`.
+    #[test]
+    fn only_audit_copies_alone_skip_the_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.db");
+        let mut conn = open_writer(path.to_str().unwrap()).unwrap();
+        for (_, _, sql) in MIGRATIONS {
+            conn.execute_batch(sql).unwrap();
+        }
+        const NORMAL: i64 = 1;
+        const FULL: i64 = 2;
+        let audits = vec![Write::Audit(audit(1)), Write::Audit(audit(2))];
+        assert_eq!(committed_under(&mut conn, audits), NORMAL);
+        let mixed = vec![Write::Audit(audit(3)), Write::Purge(0)];
+        assert_eq!(committed_under(&mut conn, mixed), FULL);
+        assert_eq!(committed_under(&mut conn, vec![Write::Purge(0)]), FULL);
+        let stored: i64 = conn
+            .query_row("SELECT count(*) FROM audit_records", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 3);
     }
 }

@@ -1383,6 +1383,35 @@ mod sqlite_only {
             .unwrap()
     }
 
+    /// The WAL is copied into the database file by the store's own
+    /// checkpoint thread while writes keep coming, long before the writer's
+    /// fallback threshold, so no write waits for a checkpoint. Fails if the
+    /// thread is gone (the file would stay as the migrations left it).
+    #[tokio::test]
+    async fn wal_is_checkpointed_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.db");
+        let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        let seqs = Seqs::default();
+        for _ in 0..300 {
+            store.insert_audit(&seqs.next()).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let now = std::fs::metadata(&path).unwrap().len();
+            if now > before {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file is still {now} bytes after 300 commits: nothing checkpointed the WAL"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(audit_log(&store).await.len(), 300);
+    }
+
     /// Data survives closing and reopening the file; reopening applies no
     /// migration a second time.
     #[tokio::test]
