@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+
 use kms_crypto::hpke::{self, HpkeSecretKey};
 use kms_crypto::labels;
 use kms_protocol::api::ImportEnvelope;
@@ -35,10 +37,11 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     wallets: usize,
     /// Open loop: send this many requests per second in all, on a fixed
-    /// schedule spread over the `concurrency` tasks, and measure each
-    /// latency from the moment its request was due (so a stalled server is
-    /// not hidden by requests that were never sent). Without it, closed
-    /// loop: each task sends its next request when the last one answered.
+    /// schedule, each sent by whichever of the `concurrency` tasks is free,
+    /// and measure each latency from the moment its request was due (so a
+    /// stalled server is not hidden by requests that were never sent).
+    /// Without it, closed loop: each task sends its next request when the
+    /// last one answered.
     #[arg(long)]
     rate: Option<f64>,
     /// Worker threads of the load generator itself.
@@ -244,6 +247,28 @@ async fn one(f: &Fixture, op: Op, i: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The open loop's schedule: request `n` (with the time it is due) goes
+/// into `due` at `n * every` after the start, until `stop`.
+fn pace(every: Duration, stop: &AtomicBool, due: &mpsc::UnboundedSender<(usize, Instant)>) {
+    let start = Instant::now();
+    let mut n = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        loop {
+            let at = start + every.mul_f64(n as f64);
+            if at > now {
+                // Bounded, so a slow schedule still sees `stop`.
+                std::thread::sleep((at - now).min(Duration::from_millis(100)));
+                break;
+            }
+            if due.send((n, at)).is_err() {
+                return;
+            }
+            n += 1;
+        }
+    }
+}
+
 /// One level's measurement.
 pub(crate) struct Level {
     pub ops_per_s: f64,
@@ -265,8 +290,8 @@ pub(crate) struct Drive<'a> {
     /// Seconds measured.
     pub seconds: f64,
     /// Open loop: requests due on a fixed schedule at this many per second
-    /// in all, spread over the tasks, each latency counted from when it was
-    /// due. `None`: closed loop, each task sends its next request when its
+    /// in all, each sent by whichever task is free, each latency counted
+    /// from when it was due. `None`: closed loop, each task sends its next request when its
     /// last one answered.
     pub rate: Option<f64>,
     /// Processes whose CPU and RSS are reported, besides the load
@@ -274,8 +299,9 @@ pub(crate) struct Drive<'a> {
     pub pids: &'a [(String, u32)],
 }
 
-/// Runs `op(i)` from `concurrency` tasks, where task `t`'s `k`-th request
-/// has `i = t + k * concurrency`, and measures the level: throughput of
+/// Runs `op(i)` from `concurrency` tasks, where `i` numbers the requests
+/// (closed loop: task `t`'s `k`-th request has `i = t + k * concurrency`;
+/// open loop: `i` is the request's place in the schedule), and measures the level: throughput of
 /// successes, latency percentiles, failures, CPU and RSS.
 pub(crate) async fn drive<F, Fut>(d: &Drive<'_>, op: F) -> Level
 where
@@ -285,31 +311,41 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let counting = Arc::new(AtomicBool::new(false));
     let concurrency = d.concurrency.max(1);
-    // Open loop: each task's requests are due every `period`, offset so the
-    // tasks' schedules interleave.
-    let period = d
-        .rate
-        .map(|r| Duration::from_secs_f64(concurrency as f64 / r.max(1e-3)));
+    // Open loop: a pacer thread releases request `n` at `start + n / rate`
+    // into a queue the tasks take from. A thread's sleep wakes within tens
+    // of microseconds of the due time; tokio's timer rounds up to the next
+    // millisecond, which would add up to 1 ms of the generator's own delay
+    // to every latency counted from the due time.
+    let queue = d.rate.map(|rate| {
+        let (due, queue) = mpsc::unbounded_channel::<(usize, Instant)>();
+        let stop = stop.clone();
+        let every = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+        std::thread::Builder::new()
+            .name("pacer".to_owned())
+            .spawn(move || pace(every, &stop, &due))
+            .expect("starting the pacer thread");
+        Arc::new(tokio::sync::Mutex::new(queue))
+    });
     let mut tasks = Vec::new();
     for t in 0..concurrency {
-        let (op, stop, counting) = (op.clone(), stop.clone(), counting.clone());
+        let (op, stop, counting, queue) =
+            (op.clone(), stop.clone(), counting.clone(), queue.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
-            let mut i = t;
-            let mut due = period.map(|p| Instant::now() + p.mul_f64(t as f64 / concurrency as f64));
+            let mut k = t;
             while !stop.load(Ordering::Relaxed) {
-                let start = match (due.as_mut(), period) {
-                    (Some(at), Some(p)) => {
-                        tokio::time::sleep_until((*at).into()).await;
-                        let was = *at;
-                        *at += p;
-                        was
+                let (i, start) = match &queue {
+                    Some(q) => match q.lock().await.recv().await {
+                        Some(next) => next,
+                        None => break,
+                    },
+                    None => {
+                        k += concurrency;
+                        (k - concurrency, Instant::now())
                     }
-                    _ => Instant::now(),
                 };
                 let ok = op(i).await.is_ok();
-                i += concurrency;
                 if counting.load(Ordering::Relaxed) {
                     if ok {
                         lat.push(start.elapsed().as_micros() as u32);
