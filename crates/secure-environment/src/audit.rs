@@ -76,6 +76,12 @@ struct Progress {
     synced: u64,
     failed: bool,
     stop: bool,
+    /// The fsync thread is waiting for work: only then does an append wake
+    /// it (a futex wake is a system call even when nobody waits).
+    idle: bool,
+    /// Callers blocked in [`AuditLog::append`]: only then does an fsync
+    /// wake them through the condvar.
+    blocked: usize,
 }
 
 /// What the writers and the fsync thread share.
@@ -99,7 +105,9 @@ impl Syncer {
         let mut p = self.lock();
         loop {
             while p.written == p.synced && !p.stop && !p.failed {
+                p.idle = true;
                 p = self.work.wait(p).unwrap_or_else(|e| e.into_inner());
+                p.idle = false;
             }
             if p.failed || p.written == p.synced {
                 return;
@@ -116,7 +124,9 @@ impl Syncer {
                 }
             }
             self.watch.send_replace((p.synced, p.failed));
-            self.done.notify_all();
+            if p.blocked > 0 {
+                self.done.notify_all();
+            }
         }
     }
 }
@@ -228,6 +238,8 @@ impl AuditLog {
                 synced: end,
                 failed: false,
                 stop: false,
+                idle: false,
+                blocked: 0,
             }),
             work: Condvar::new(),
             done: Condvar::new(),
@@ -264,9 +276,11 @@ impl AuditLog {
     ) -> Result<AuditRecord, AuditLogError> {
         let (record, end) = self.append_deferred(seal)?;
         let mut p = self.syncer.lock();
+        p.blocked += 1;
         while p.synced < end && !p.failed {
             p = self.syncer.done.wait(p).unwrap_or_else(|e| e.into_inner());
         }
+        p.blocked -= 1;
         if p.synced < end {
             return Err(AuditLogError::Poisoned(self.path.clone()));
         }
@@ -307,9 +321,15 @@ impl AuditLog {
         st.head = Some((seq, record_hash(&record)));
         let end = st.end;
         // Still under the state lock, so `written` only grows.
-        self.syncer.lock().written = end;
+        let wake = {
+            let mut p = self.syncer.lock();
+            p.written = end;
+            p.idle
+        };
         drop(st);
-        self.syncer.work.notify_one();
+        if wake {
+            self.syncer.work.notify_one();
+        }
         Ok((record, end))
     }
 
