@@ -251,10 +251,17 @@ impl Disk {
 
 fn disk(path: &Path, audit_per_import: Option<f64>) -> anyhow::Result<Disk> {
     let conn = open_db(path)?;
-    let (busy, _, _): (i64, i64, i64) =
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    // kms-api's own checkpoint thread may be mid-checkpoint: retry a while.
+    let mut busy = 1;
+    for _ in 0..50 {
+        busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
         })?;
+        if busy == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     if busy != 0 {
         println!("  (checkpoint was blocked by a reader; the WAL is counted too)");
     }

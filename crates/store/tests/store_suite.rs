@@ -1494,10 +1494,18 @@ mod sqlite_only {
     /// Bytes of file the database takes, with the WAL folded in.
     async fn file_bytes(store: &SqliteStore) -> (i64, i64) {
         let pool = store.pool();
-        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        // The store's own checkpoint thread may be mid-checkpoint: retry.
+        let mut busy = 1;
+        for _ in 0..100 {
+            (busy, _, _) = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            if busy == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         assert_eq!(busy, 0, "checkpoint could not complete");
         let page_count: i64 = sqlx::query_scalar("PRAGMA page_count")
             .fetch_one(pool)
