@@ -193,13 +193,13 @@ impl SqliteStore {
     /// Runs an audit copy on the caller's thread if the write connection is
     /// free: it is committed without an fsync (see [`Store::insert_audit`]),
     /// so this costs tens of microseconds, less than waking the writer
-    /// thread and being woken by it. Hands the write back if the connection
-    /// is busy, for the next group commit.
-    fn try_audit_inline(&self, audit: AuditRecord) -> Result<Result<u64, StoreError>, Write> {
+    /// thread and being woken by it. `None` if the connection is busy: the
+    /// write is for the next group commit.
+    fn try_audit_inline(&self, audit: &AuditRecord) -> Option<Result<u64, StoreError>> {
         let mut conn = match self.conn.try_lock() {
             Ok(c) => c,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Err(Write::Audit(audit)),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
         };
         // Never wait on an executor thread for another connection's lock
         // (a second kms-api on the same file): if it is taken, the writer
@@ -208,20 +208,20 @@ impl SqliteStore {
         let begun = begin(&conn, false);
         let _ = conn.busy_timeout(BUSY_TIMEOUT);
         if begun.is_err() {
-            return Err(Write::Audit(audit));
+            return None;
         }
         let (reply, mut answer) = oneshot::channel();
         commit_begun(
             &mut conn,
             vec![Job {
-                write: Write::Audit(audit),
+                write: Write::Audit(audit.clone()),
                 reply,
             }],
             true,
         );
         drop(conn);
         let _ = self.committed.try_send(());
-        Ok(answer.try_recv().unwrap_or_else(|_| {
+        Some(answer.try_recv().unwrap_or_else(|_| {
             Err(StoreError::Engine(
                 "the audit copy's commit did not answer".to_owned(),
             ))
@@ -653,9 +653,9 @@ impl Store for SqliteStore {
     }
 
     async fn insert_audit(&self, audit: &AuditRecord) -> Result<(), StoreError> {
-        match self.try_audit_inline(audit.clone()) {
-            Ok(done) => done.map(drop),
-            Err(write) => self.write(write).await.map(drop),
+        match self.try_audit_inline(audit) {
+            Some(done) => done.map(drop),
+            None => self.write(Write::Audit(audit.clone())).await.map(drop),
         }
     }
 
@@ -864,7 +864,10 @@ mod tests {
             tokio::spawn(async move { store.insert_audit(&audit(1)).await })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!queued.is_finished(), "stored while the connection was taken");
+        assert!(
+            !queued.is_finished(),
+            "stored while the connection was taken"
+        );
         drop(held);
         queued.await.unwrap().unwrap();
         // Free connection: stored inline, then both are there.
