@@ -310,6 +310,7 @@ where
 {
     let stop = Arc::new(AtomicBool::new(false));
     let counting = Arc::new(AtomicBool::new(false));
+    let reported = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let concurrency = d.concurrency.max(1);
     // Open loop: a pacer thread releases request `n` at `start + n / rate`
     // into a queue the tasks take from. A thread's sleep wakes within tens
@@ -328,8 +329,13 @@ where
     });
     let mut tasks = Vec::new();
     for t in 0..concurrency {
-        let (op, stop, counting, queue) =
-            (op.clone(), stop.clone(), counting.clone(), queue.clone());
+        let (op, stop, counting, queue, reported) = (
+            op.clone(),
+            stop.clone(),
+            counting.clone(),
+            queue.clone(),
+            reported.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
@@ -345,7 +351,14 @@ where
                         (k - concurrency, Instant::now())
                     }
                 };
-                let ok = op(i).await.is_ok();
+                let r = op(i).await;
+                if let Err(e) = &r {
+                    // The first few failures, so an error count has a cause.
+                    if reported.fetch_add(1, Ordering::Relaxed) < 5 {
+                        eprintln!("request {i} failed: {e:#}");
+                    }
+                }
+                let ok = r.is_ok();
                 if counting.load(Ordering::Relaxed) {
                     if ok {
                         lat.push(start.elapsed().as_micros() as u32);
