@@ -291,8 +291,8 @@ pub(crate) struct Drive<'a> {
     pub seconds: f64,
     /// Open loop: requests due on a fixed schedule at this many per second
     /// in all, each sent by whichever task is free, each latency counted
-    /// from when it was due. `None`: closed loop, each task sends its next request when its
-    /// last one answered.
+    /// from when it was due. `None`: closed loop, each task sends its next
+    /// request when its last one answered.
     pub rate: Option<f64>,
     /// Processes whose CPU and RSS are reported, besides the load
     /// generator's own (it shares the machine).
@@ -301,8 +301,9 @@ pub(crate) struct Drive<'a> {
 
 /// Runs `op(i)` from `concurrency` tasks, where `i` numbers the requests
 /// (closed loop: task `t`'s `k`-th request has `i = t + k * concurrency`;
-/// open loop: `i` is the request's place in the schedule), and measures the level: throughput of
-/// successes, latency percentiles, failures, CPU and RSS.
+/// open loop: `i` is the request's place in the schedule), and measures the
+/// level: throughput of successes, latency percentiles, failures, CPU and
+/// RSS.
 pub(crate) async fn drive<F, Fut>(d: &Drive<'_>, op: F) -> Level
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
