@@ -419,6 +419,29 @@ where
     }
 }
 
+/// Each figure of a level over its runs.
+pub(crate) struct Spreads {
+    pub ops: Spread,
+    pub p50: Spread,
+    pub p99: Spread,
+    pub p999: Spread,
+    /// Failures, summed over the runs.
+    pub errors: u64,
+}
+
+impl Spreads {
+    pub(crate) fn of(runs: &[Level]) -> Self {
+        let spread = |g: &dyn Fn(&Level) -> f64| Spread::of(runs.iter().map(g).collect());
+        Self {
+            ops: spread(&|l| l.ops_per_s),
+            p50: spread(&|l| l.p50_ms),
+            p99: spread(&|l| l.p99_ms),
+            p999: spread(&|l| l.p999_ms),
+            errors: runs.iter().map(|l| l.errors).sum(),
+        }
+    }
+}
+
 /// Records one level's runs as a JSON line (`record` plus the figures) and
 /// prints its table row (`prefix` first).
 pub(crate) fn report(
@@ -428,12 +451,13 @@ pub(crate) fn report(
     c: usize,
     runs: &[Level],
 ) -> anyhow::Result<()> {
-    let spread = |g: &dyn Fn(&Level) -> f64| Spread::of(runs.iter().map(g).collect());
-    let ops = spread(&|l| l.ops_per_s);
-    let p50 = spread(&|l| l.p50_ms);
-    let p99 = spread(&|l| l.p99_ms);
-    let p999 = spread(&|l| l.p999_ms);
-    let errors: u64 = runs.iter().map(|l| l.errors).sum();
+    let Spreads {
+        ops,
+        p50,
+        p99,
+        p999,
+        errors,
+    } = Spreads::of(runs);
     let last = runs.last();
     let cpu = last.map(|l| l.cpu.clone()).unwrap_or_default();
     let rss = last.map(|l| l.rss_kib.clone()).unwrap_or_default();

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use kms_crypto::hpke::HpkeSecretKey;
 use kms_protocol::{b64, KeyType};
 
-use crate::load::{drive, http_client, sdk_client, Drive, Level};
+use crate::load::{drive, http_client, sdk_client, Drive, Level, Spreads};
 use crate::Spread;
 
 #[derive(Debug, clap::Args)]
@@ -180,12 +180,13 @@ fn summarise(
     let mut out = Vec::new();
     for (c, runs) in levels {
         let c = *c;
-        let spread = |g: &dyn Fn(&Level) -> f64| Spread::of(runs.iter().map(g).collect());
-        let ops = spread(&|l| l.ops_per_s);
-        let p50 = spread(&|l| l.p50_ms);
-        let p99 = spread(&|l| l.p99_ms);
-        let p999 = spread(&|l| l.p999_ms);
-        let errors: u64 = runs.iter().map(|l| l.errors).sum();
+        let Spreads {
+            ops,
+            p50,
+            p99,
+            p999,
+            errors,
+        } = Spreads::of(runs);
         anyhow::ensure!(ops.median > 0.0, "every export failed");
         crate::append_json(
             a.json_out.as_deref(),
