@@ -4,12 +4,16 @@
 //! replica in its store and serves it; when it misses a record it copies it
 //! from here, so no record is dropped.
 //!
-//! Group commit: records are written in order under one lock, and a
-//! dedicated thread fsyncs whatever has been written since its last fsync,
-//! so concurrent operations share one fsync instead of queueing for one
-//! each. A caller waits until the fsync that covers its record has returned:
-//! blocking ([`AuditLog::append`]) or without holding an executor thread
-//! ([`AuditLog::append_deferred`] then [`AuditLog::durable`]). Readers see
+//! Group commit: records are written in order under one lock, and one
+//! fsync covers whatever has been written before it began, so concurrent
+//! operations share an fsync instead of queueing for one each. The caller
+//! that finds no fsync in flight runs it itself (the leader); the others
+//! wait until an fsync that covers their record has returned, and one of
+//! them leads the next if theirs is not covered yet. A caller waits blocking
+//! ([`AuditLog::append`]) or without holding an executor thread while
+//! another leads ([`AuditLog::append_deferred`] then
+//! [`AuditLog::durable`]). A background thread makes durable what nobody
+//! waits for (a caller that gave up), within [`BACKSTOP`]. Readers see
 //! durable records only, so kms-api never copies a record a crash could
 //! still take back. A failed fsync poisons the log: every waiter and every
 //! later append fails until a restart re-reads the file (the kernel may have
@@ -26,6 +30,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use kms_crypto::audit::{record_hash, verify_chain};
 use kms_crypto::sign;
@@ -34,6 +39,10 @@ use kms_protocol::P256PublicKey;
 use tokio::sync::watch;
 
 pub const AUDIT_FILE: &str = "audit.log";
+
+/// How long a written record can wait for an fsync when nobody waits for
+/// it (its caller gave up); the background thread runs one then.
+pub const BACKSTOP: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -74,20 +83,25 @@ struct State {
 struct Progress {
     written: u64,
     synced: u64,
+    /// An fsync is in flight; whoever runs it updates `synced` after.
+    syncing: bool,
     failed: bool,
     stop: bool,
-    /// The fsync thread is waiting for work: only then does an append wake
-    /// it (a futex wake is a system call even when nobody waits).
+    /// The background thread sleeps without a timeout: only then does an
+    /// append wake it (a futex wake is a system call even when nobody waits).
     idle: bool,
     /// Callers blocked in [`AuditLog::append`]: only then does an fsync
     /// wake them through the condvar.
     blocked: usize,
 }
 
-/// What the writers and the fsync thread share.
+/// What the writers, the waiters and the background thread share.
 struct Syncer {
+    /// A handle on the log for fsyncs, outside the writers' lock.
+    file: File,
+    path: PathBuf,
     progress: Mutex<Progress>,
-    /// Wakes the fsync thread: something is written, or stop.
+    /// Wakes the background thread: something is written, or stop.
     work: Condvar,
     /// Wakes blocking waiters after each fsync.
     done: Condvar,
@@ -95,38 +109,97 @@ struct Syncer {
     watch: watch::Sender<(u64, bool)>,
 }
 
+/// What a waiter for offset `end` does next.
+enum Step {
+    Durable,
+    Failed,
+    /// Run the fsync up to this offset (this caller leads).
+    Lead(u64),
+    Wait,
+}
+
 impl Syncer {
     fn lock(&self) -> MutexGuard<'_, Progress> {
         self.progress.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The fsync thread: one fsync covers every line written before it began.
-    fn run(&self, file: &File, path: &Path) {
+    /// Decides, under the lock, what a waiter for `end` does: it leads an
+    /// fsync when none is in flight, so a record is never left waiting for
+    /// an fsync nobody runs.
+    fn step(p: &mut Progress, end: u64) -> Step {
+        if p.synced >= end {
+            Step::Durable
+        } else if p.failed {
+            Step::Failed
+        } else if p.syncing {
+            Step::Wait
+        } else {
+            p.syncing = true;
+            Step::Lead(p.written)
+        }
+    }
+
+    /// Runs the fsync a caller leads: it covers every line written before
+    /// `target` was read. Then wakes whoever waits.
+    fn sync(&self, target: u64) {
+        let r = self.file.sync_data();
+        let mut p = self.lock();
+        p.syncing = false;
+        match r {
+            Ok(()) => p.synced = p.synced.max(target),
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "audit log fsync failed; refusing further records until restart");
+                p.failed = true;
+            }
+        }
+        self.watch.send_replace((p.synced, p.failed));
+        if p.blocked > 0 {
+            self.done.notify_all();
+        }
+    }
+
+    /// The background thread: sleeps while everything written is durable;
+    /// otherwise checks every [`BACKSTOP`] and runs the fsync itself when
+    /// nobody has (a caller that gave up leaves its record to it).
+    fn run(&self) {
         let mut p = self.lock();
         loop {
-            while p.written == p.synced && !p.stop && !p.failed {
+            if p.failed {
+                return;
+            }
+            if p.written == p.synced {
+                if p.stop {
+                    return;
+                }
                 p.idle = true;
                 p = self.work.wait(p).unwrap_or_else(|e| e.into_inner());
                 p.idle = false;
+                continue;
             }
-            if p.failed || p.written == p.synced {
-                return;
+            if !p.stop {
+                let written = p.written;
+                p = self
+                    .work
+                    .wait_timeout(p, BACKSTOP)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                // Still behind, with nobody syncing since: lead.
+                if p.synced >= written || p.syncing {
+                    continue;
+                }
+            } else if p.syncing {
+                p = self
+                    .done
+                    .wait_timeout(p, BACKSTOP)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
             }
+            p.syncing = true;
             let target = p.written;
             drop(p);
-            let r = file.sync_data();
+            self.sync(target);
             p = self.lock();
-            match r {
-                Ok(()) => p.synced = target,
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "audit log fsync failed; refusing further records until restart");
-                    p.failed = true;
-                }
-            }
-            self.watch.send_replace((p.synced, p.failed));
-            if p.blocked > 0 {
-                self.done.notify_all();
-            }
         }
     }
 }
@@ -233,9 +306,12 @@ impl AuditLog {
         file.sync_all().map_err(io_err)?;
         let (watch, _) = watch::channel((end, false));
         let syncer = Arc::new(Syncer {
+            file: file.try_clone().map_err(io_err)?,
+            path: path.to_path_buf(),
             progress: Mutex::new(Progress {
                 written: end,
                 synced: end,
+                syncing: false,
                 failed: false,
                 stop: false,
                 idle: false,
@@ -247,11 +323,9 @@ impl AuditLog {
         });
         let thread = {
             let syncer = Arc::clone(&syncer);
-            let file = file.try_clone().map_err(io_err)?;
-            let path = path.to_path_buf();
             std::thread::Builder::new()
                 .name("audit-fsync".to_owned())
-                .spawn(move || syncer.run(&file, &path))
+                .spawn(move || syncer.run())
                 .map_err(io_err)?
         };
         Ok(Self {
@@ -276,15 +350,22 @@ impl AuditLog {
     ) -> Result<AuditRecord, AuditLogError> {
         let (record, end) = self.append_deferred(seal)?;
         let mut p = self.syncer.lock();
-        p.blocked += 1;
-        while p.synced < end && !p.failed {
-            p = self.syncer.done.wait(p).unwrap_or_else(|e| e.into_inner());
+        loop {
+            match Syncer::step(&mut p, end) {
+                Step::Durable => return Ok(record),
+                Step::Failed => return Err(AuditLogError::Poisoned(self.path.clone())),
+                Step::Lead(target) => {
+                    drop(p);
+                    self.syncer.sync(target);
+                    p = self.syncer.lock();
+                }
+                Step::Wait => {
+                    p.blocked += 1;
+                    p = self.syncer.done.wait(p).unwrap_or_else(|e| e.into_inner());
+                    p.blocked -= 1;
+                }
+            }
         }
-        p.blocked -= 1;
-        if p.synced < end {
-            return Err(AuditLogError::Poisoned(self.path.clone()));
-        }
-        Ok(record)
     }
 
     /// Writes the record `seal(seq, prev_hash)` makes, not yet durable, and
@@ -333,19 +414,28 @@ impl AuditLog {
         Ok((record, end))
     }
 
-    /// Waits, without blocking the thread, until the log is durable up to
-    /// `end` (an offset [`AuditLog::append_deferred`] returned).
+    /// Makes the log durable up to `end` (an offset
+    /// [`AuditLog::append_deferred`] returned): runs the fsync on this
+    /// thread when none is in flight (one fsync, about as long as the
+    /// operation's own cryptography), else waits for it without blocking.
+    /// Only one fsync runs at a time, so at most one executor thread is
+    /// ever held by one.
     pub async fn durable(&self, end: u64) -> Result<(), AuditLogError> {
         let mut rx = self.syncer.watch.subscribe();
-        let reached = rx
-            .wait_for(|&(synced, failed)| failed || synced >= end)
-            .await
-            .map(|v| v.0 >= end)
-            .unwrap_or(false);
-        if reached {
-            Ok(())
-        } else {
-            Err(AuditLogError::Poisoned(self.path.clone()))
+        loop {
+            let step = Syncer::step(&mut self.syncer.lock(), end);
+            match step {
+                Step::Durable => return Ok(()),
+                Step::Failed => return Err(AuditLogError::Poisoned(self.path.clone())),
+                Step::Lead(target) => self.syncer.sync(target),
+                // Every fsync's end is sent after `progress` changed, so a
+                // change since the subscription above is never missed.
+                Step::Wait => {
+                    if rx.changed().await.is_err() {
+                        return Err(AuditLogError::Poisoned(self.path.clone()));
+                    }
+                }
+            }
         }
     }
 
@@ -492,6 +582,79 @@ mod tests {
         drop(log);
         let log = AuditLog::open(&path, key.public_key(), false).unwrap();
         assert_eq!(log.read(0, 1000).unwrap(), all);
+    }
+
+    /// Many tasks on a multi-threaded executor lead and wait in turn: each
+    /// returns, and only once its record is durable (a lost wake-up would
+    /// hang here until the timeout).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn deferred_waiters_lead_in_turn_and_none_is_left_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let key = Arc::new(SigningKey::generate().unwrap());
+        let log = Arc::new(AuditLog::open(&path, key.public_key(), true).unwrap());
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (log, key) = (Arc::clone(&log), Arc::clone(&key));
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        let (r, end) = log
+                            .append_deferred(|seq, prev| {
+                                seal_record(
+                                    &key,
+                                    seq,
+                                    5,
+                                    prev,
+                                    AuditEntry::new(AuditEvent::Export, "ok"),
+                                )
+                            })
+                            .unwrap();
+                        log.durable(end).await.unwrap();
+                        assert!(log.last_seq() >= r.seq);
+                    }
+                })
+            })
+            .collect();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+        .await
+        .expect("a waiter was left waiting");
+        assert_eq!(log.read(0, 1000).unwrap().len(), 320);
+        let p = *log.syncer.lock();
+        assert!(!p.syncing && p.synced == p.written);
+    }
+
+    /// A record whose caller never waits for it (it gave up) is made
+    /// durable by the background thread.
+    #[test]
+    fn a_record_nobody_waits_for_becomes_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let key = SigningKey::generate().unwrap();
+        let log = AuditLog::open(&path, key.public_key(), true).unwrap();
+        // Let the background thread fall asleep without a timeout first.
+        std::thread::sleep(BACKSTOP * 3);
+        log.append_deferred(|seq, prev| {
+            seal_record(
+                &key,
+                seq,
+                5,
+                prev,
+                AuditEntry::new(AuditEvent::Export, "ok"),
+            )
+        })
+        .unwrap();
+        let start = std::time::Instant::now();
+        while log.last_seq() < 1 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "nobody made the record durable"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[tokio::test]
