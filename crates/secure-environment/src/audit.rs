@@ -213,8 +213,8 @@ pub struct AuditLog {
 }
 
 impl Drop for AuditLog {
-    /// Lets the fsync thread finish what is written, then joins it (its copy
-    /// of the file handle holds the lock).
+    /// Lets the background thread make durable what is written, then joins
+    /// it (its share of the syncer holds a handle, and so the file lock).
     fn drop(&mut self) {
         self.syncer.lock().stop = true;
         self.syncer.work.notify_all();
