@@ -13,7 +13,7 @@
 //! ([`AuditLog::append`]) or without holding an executor thread while
 //! another leads ([`AuditLog::append_deferred`] then
 //! [`AuditLog::durable`]). A background thread makes durable what nobody
-//! waits for (a caller that gave up), within [`BACKSTOP`]. Readers see
+//! waits for (a caller that gave up), every [`BACKSTOP`]. Readers see
 //! durable records only, so kms-api never copies a record a crash could
 //! still take back. A failed fsync poisons the log: every waiter and every
 //! later append fails until a restart re-reads the file (the kernel may have
@@ -40,8 +40,9 @@ use tokio::sync::watch;
 
 pub const AUDIT_FILE: &str = "audit.log";
 
-/// How long a written record can wait for an fsync when nobody waits for
-/// it (its caller gave up); the background thread runs one then.
+/// How often the background thread checks for written records nobody
+/// waits for (their caller gave up); such a record is durable within about
+/// twice this, plus an fsync.
 pub const BACKSTOP: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -146,21 +147,36 @@ impl Syncer {
         let mut p = self.lock();
         p.syncing = false;
         match r {
-            Ok(()) => p.synced = p.synced.max(target),
+            Ok(()) => {
+                p.synced = p.synced.max(target);
+                self.wake(&p);
+            }
             Err(e) => {
+                self.fail(p);
                 tracing::error!(path = %self.path.display(), error = %e, "audit log fsync failed; refusing further records until restart");
-                p.failed = true;
             }
         }
+    }
+
+    /// Tells every waiter where `synced` and `failed` stand now.
+    fn wake(&self, p: &Progress) {
         self.watch.send_replace((p.synced, p.failed));
         if p.blocked > 0 {
             self.done.notify_all();
         }
     }
 
+    /// Poisons the log: no record is confirmed or written after this, and
+    /// no fsync runs (a second one could falsely succeed).
+    fn fail(&self, mut p: MutexGuard<'_, Progress>) {
+        p.failed = true;
+        self.wake(&p);
+    }
+
     /// The background thread: sleeps while everything written is durable;
     /// otherwise checks every [`BACKSTOP`] and runs the fsync itself when
-    /// nobody has (a caller that gave up leaves its record to it).
+    /// what it saw written then is still not durable and no fsync is in
+    /// flight (a caller that gave up leaves its record to it).
     fn run(&self) {
         let mut p = self.lock();
         loop {
@@ -183,11 +199,13 @@ impl Syncer {
                     .wait_timeout(p, BACKSTOP)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
-                // Still behind, with nobody syncing since: lead.
-                if p.synced >= written || p.syncing {
+                // Lead only if what was written then is still not durable,
+                // no fsync is in flight, and none has failed meanwhile.
+                if p.failed || p.synced >= written || p.syncing {
                     continue;
                 }
             } else if p.syncing {
+                // Defensive: Drop has `&mut self`, so no caller is leading.
                 p = self
                     .done
                     .wait_timeout(p, BACKSTOP)
@@ -392,8 +410,12 @@ impl AuditLog {
         let mut line = serde_json::to_vec(&record).map_err(|e| io_err(io::Error::other(e)))?;
         line.push(b'\n');
         if let Err(e) = (&st.file).write_all(&line) {
-            let end = st.end;
-            let _ = st.file.set_len(end);
+            // Cut the partial line; if even that fails, the file no longer
+            // matches `offsets`, so nothing more is written until a restart
+            // (whose open cuts the torn tail).
+            if st.file.set_len(st.end).is_err() {
+                self.syncer.fail(self.syncer.lock());
+            }
             return Err(io_err(e));
         }
         let at = st.end;
@@ -625,6 +647,31 @@ mod tests {
         assert_eq!(log.read(0, 1000).unwrap().len(), 320);
         let p = *log.syncer.lock();
         assert!(!p.syncing && p.synced == p.written);
+    }
+
+    /// After a failed fsync the background thread runs no other (a second
+    /// fsync can falsely succeed and would confirm lost records), even when
+    /// the failure comes while it waits to lead.
+    #[test]
+    fn no_fsync_runs_after_a_failed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let key = SigningKey::generate().unwrap();
+        let log = AuditLog::open(&path, key.public_key(), true).unwrap();
+        std::thread::sleep(BACKSTOP * 3);
+        let synced = {
+            let mut p = log.syncer.lock();
+            // Something written that nobody waits for: the thread starts
+            // its timed wait before leading.
+            p.written += 1;
+            p.synced
+        };
+        log.syncer.work.notify_one();
+        std::thread::sleep(BACKSTOP / 4);
+        log.syncer.fail(log.syncer.lock());
+        std::thread::sleep(BACKSTOP * 5);
+        assert_eq!(log.syncer.lock().synced, synced);
+        assert!(log.thread.as_ref().unwrap().is_finished());
     }
 
     /// A record whose caller never waits for it (it gave up) is made

@@ -168,9 +168,11 @@ impl SecureRuntime {
         })
     }
 
-    /// Runs `op` inside the trusted environment, then waits, without
-    /// holding an executor thread, until every audit record `op` wrote is
-    /// durable (group commit: concurrent calls share fsyncs). Its result
+    /// Runs `op` inside the trusted environment, then waits until every
+    /// audit record `op` wrote is durable (group commit: concurrent calls
+    /// share fsyncs). The call that finds no fsync in flight runs it on
+    /// this thread, as it ran `op`'s cryptography; the others wait without
+    /// holding an executor thread. Its result
     /// leaves only after that; if the log cannot make the records durable
     /// the caller gets [`EnvError::AuditUnavailable`] instead.
     pub async fn trusted_env_exec_async<R>(
