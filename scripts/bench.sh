@@ -153,10 +153,16 @@ if top:
     had = cores - gen
     print(f"   on the {had:.2f} cores the servers had (the load generator used {gen:.2f}): {100*exp/(limit['export']*had):.0f} % of the limit")
 imp_limit = cores / (1 / limit["import-start"] + 1 / limit["import-finish"])
-print(f"   import (start + complete): {best('Import'):.0f}/s = {100*best('Import')/imp_limit:.0f} % of its crypto-only limit on {cores} cores ({imp_limit:.0f}/s: the 5 000/s target is above it)" if imp_limit < 5000 else
-      f"   import (start + complete): {best('Import'):.0f}/s = {100*best('Import')/imp_limit:.0f} % of its crypto-only limit on {cores} cores ({imp_limit:.0f}/s)")
+if not best('Import'):
+    print("   import: not measured (OPS)")
+else:
+    print(f"   import (start + complete): {best('Import'):.0f}/s = {100*best('Import')/imp_limit:.0f} % of its crypto-only limit on {cores} cores ({imp_limit:.0f}/s: the 5 000/s target is above it)" if imp_limit < 5000 else
+          f"   import (start + complete): {best('Import'):.0f}/s = {100*best('Import')/imp_limit:.0f} % of its crypto-only limit on {cores} cores ({imp_limit:.0f}/s)")
 dkd = best('DataKeyDecrypt')
-print(f"   data-key decrypt: {dkd:.0f}/s = {100*dkd/(limit['data-key-decrypt']*cores):.0f} % of its crypto-only limit on {cores} cores ({limit['data-key-decrypt']*cores:.0f}/s)")
+if not dkd:
+    print("   data-key decrypt: not measured (OPS)")
+else:
+    print(f"   data-key decrypt: {dkd:.0f}/s = {100*dkd/(limit['data-key-decrypt']*cores):.0f} % of its crypto-only limit on {cores} cores ({limit['data-key-decrypt']*cores:.0f}/s)")
 for r in rows:
     if r["bench"] == "load" and r.get("rate") is not None:
         p99 = r["p99_ms"]["median"]
