@@ -204,15 +204,8 @@ impl Syncer {
                 if p.failed || p.synced >= written || p.syncing {
                     continue;
                 }
-            } else if p.syncing {
-                // Defensive: Drop has `&mut self`, so no caller is leading.
-                p = self
-                    .done
-                    .wait_timeout(p, BACKSTOP)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-                continue;
             }
+            // On stop no caller is leading (Drop has `&mut self`): lead.
             p.syncing = true;
             let target = p.written;
             drop(p);
@@ -504,8 +497,12 @@ mod tests {
 
     use super::*;
 
-    fn append(log: &AuditLog, key: &SigningKey, outcome: &str) -> AuditRecord {
-        log.append(|seq, prev| {
+    /// Seals an export record with `outcome` at whatever place the log gives.
+    fn seal<'a>(
+        key: &'a SigningKey,
+        outcome: &'a str,
+    ) -> impl Fn(u64, Digest32) -> Result<AuditRecord, kms_crypto::CryptoError> + 'a {
+        move |seq, prev| {
             seal_record(
                 key,
                 seq,
@@ -513,8 +510,11 @@ mod tests {
                 prev,
                 AuditEntry::new(AuditEvent::Export, outcome),
             )
-        })
-        .unwrap()
+        }
+    }
+
+    fn append(log: &AuditLog, key: &SigningKey, outcome: &str) -> AuditRecord {
+        log.append(seal(key, outcome)).unwrap()
     }
 
     #[test]
@@ -620,17 +620,7 @@ mod tests {
                 let (log, key) = (Arc::clone(&log), Arc::clone(&key));
                 tokio::spawn(async move {
                     for _ in 0..20 {
-                        let (r, end) = log
-                            .append_deferred(|seq, prev| {
-                                seal_record(
-                                    &key,
-                                    seq,
-                                    5,
-                                    prev,
-                                    AuditEntry::new(AuditEvent::Export, "ok"),
-                                )
-                            })
-                            .unwrap();
+                        let (r, end) = log.append_deferred(seal(&key, "ok")).unwrap();
                         log.durable(end).await.unwrap();
                         assert!(log.last_seq() >= r.seq);
                     }
@@ -684,16 +674,7 @@ mod tests {
         let log = AuditLog::open(&path, key.public_key(), true).unwrap();
         // Let the background thread fall asleep without a timeout first.
         std::thread::sleep(BACKSTOP * 3);
-        log.append_deferred(|seq, prev| {
-            seal_record(
-                &key,
-                seq,
-                5,
-                prev,
-                AuditEntry::new(AuditEvent::Export, "ok"),
-            )
-        })
-        .unwrap();
+        log.append_deferred(seal(&key, "ok")).unwrap();
         let start = std::time::Instant::now();
         while log.last_seq() < 1 {
             assert!(
@@ -710,17 +691,9 @@ mod tests {
         let path = dir.path().join(AUDIT_FILE);
         let key = SigningKey::generate().unwrap();
         let log = AuditLog::open(&path, key.public_key(), true).unwrap();
-        let seal = |seq, prev| {
-            seal_record(
-                &key,
-                seq,
-                5,
-                prev,
-                AuditEntry::new(AuditEvent::Export, "ok"),
-            )
-        };
-        let (a, end_a) = log.append_deferred(seal).unwrap();
-        let (b, end_b) = log.append_deferred(seal).unwrap();
+        let seal = seal(&key, "ok");
+        let (a, end_a) = log.append_deferred(&seal).unwrap();
+        let (b, end_b) = log.append_deferred(&seal).unwrap();
         assert!(end_b > end_a);
         log.durable(end_b).await.unwrap();
         assert_eq!(log.read(0, 10).unwrap(), vec![a, b]);
@@ -738,7 +711,7 @@ mod tests {
             log.syncer.watch.send_replace((p.synced, true));
         }
         assert!(matches!(
-            log.append_deferred(seal),
+            log.append_deferred(&seal),
             Err(AuditLogError::Poisoned(_))
         ));
         assert!(matches!(
