@@ -219,18 +219,46 @@ impl Deployment {
 
     /// Starts both servers with extra flags for each.
     pub fn start_with(se_args: &[&str], api_args: &[&str]) -> Deployment {
-        let mut d = Deployment {
-            dir: tempfile::tempdir().unwrap(),
+        let mut d = Self::unstarted(tempfile::tempdir().unwrap(), se_args, api_args, None);
+        d.start_se();
+        d.start_api();
+        d
+    }
+
+    /// Starts both servers with the internal hop over a Unix socket
+    /// (`se.sock` in the deployment's directory).
+    pub fn start_over_unix_socket() -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = format!("unix:{}", dir.path().join("se.sock").display());
+        let mut d = Self::unstarted(dir, &[], &[], Some(socket));
+        d.start_se();
+        d.start_api();
+        d
+    }
+
+    fn unstarted(
+        dir: tempfile::TempDir,
+        se_args: &[&str],
+        api_args: &[&str],
+        se_addr: Option<String>,
+    ) -> Deployment {
+        Deployment {
+            dir,
             se: None,
             api: None,
             se_args: se_args.iter().map(|s| (*s).to_owned()).collect(),
             api_args: api_args.iter().map(|s| (*s).to_owned()).collect(),
-            se_addr: None,
+            se_addr,
             admin_addr: std::sync::Mutex::new(None),
-        };
-        d.start_se();
-        d.start_api();
-        d
+        }
+    }
+
+    /// The secure environment's Unix socket, if it listens on one.
+    pub fn se_socket(&self) -> Option<PathBuf> {
+        self.se_addr
+            .as_deref()
+            .and_then(|a| a.strip_prefix("unix:"))
+            .map(PathBuf::from)
     }
 
     /// (Re)starts the secure environment, on its previous address if it had one.
@@ -263,12 +291,15 @@ impl Deployment {
 
     /// (Re)starts kms-api on a new free port.
     pub fn start_api(&mut self) {
-        let se_url = format!(
-            "http://{}",
-            self.se_addr
-                .as_ref()
-                .expect("secure environment started first")
-        );
+        let se_addr = self
+            .se_addr
+            .as_ref()
+            .expect("secure environment started first");
+        let se_url = if se_addr.starts_with("unix:") {
+            se_addr.clone()
+        } else {
+            format!("http://{se_addr}")
+        };
         let args = vec![
             "--listen".to_owned(),
             "127.0.0.1:0".to_owned(),

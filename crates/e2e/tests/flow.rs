@@ -358,3 +358,65 @@ async fn logs_hold_no_secret() {
     );
     d.assert_logs_hold_none_of(&secrets);
 }
+
+/// The internal hop over a Unix socket: the socket is the secure
+/// environment's user's alone, the flow works over it, and a restart after
+/// a crash (which leaves the socket file behind) takes the same path back.
+#[tokio::test]
+async fn the_internal_hop_works_over_a_unix_socket() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    let mut d = Deployment::start_over_unix_socket();
+    let socket = d.se_socket().unwrap();
+    assert_eq!(
+        d.se.as_ref().unwrap().addr,
+        format!("unix:{}", socket.display())
+    );
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    let kms = d.client();
+    kms.health().await.unwrap();
+    let material = generate_key_material(KeyType::P256).unwrap();
+    let wallet = kms.import(&material).await.unwrap().wallet_id;
+    let session = kms.start_import_session().await.unwrap();
+
+    // A crash leaves the socket file; while nothing listens on it, kms-api
+    // answers 503 rather than hanging or failing otherwise.
+    d.stop_se();
+    assert!(socket.exists());
+    raw("GET", &format!("{}/v1/attestation", d.api_url()), None)
+        .await
+        .assert_error(503, "unavailable");
+
+    d.start_se();
+    wait_healthy(&kms).await;
+    let second = generate_key_material(KeyType::Ed25519).unwrap();
+    kms.complete_import(&session, &second).await.unwrap();
+    assert!(kms
+        .export_to_fresh_key(&wallet)
+        .await
+        .unwrap()
+        .private_key()
+        .ct_eq(material.private_key()));
+}
+
+/// A path that holds something other than a socket is not taken over.
+#[test]
+fn the_secure_environment_refuses_a_socket_path_that_is_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("se.sock");
+    std::fs::write(&path, b"not a socket").unwrap();
+    let out = Command::new(&binaries().secure_environment)
+        .arg("--listen")
+        .arg(format!("unix:{}", path.display()))
+        .arg("--data-dir")
+        .arg(dir.path().join("se"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not a socket"), "{stderr}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+}

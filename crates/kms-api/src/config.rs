@@ -15,7 +15,8 @@ pub struct Cli {
     #[arg(long, env = "KMS_API_LISTEN", default_value = "127.0.0.1:3002")]
     pub listen: SocketAddr,
 
-    /// Base URL of the secure environment (plain http on a local address).
+    /// Base URL of the secure environment: plain http on a local address,
+    /// or unix:/path/to/socket for its Unix socket.
     #[arg(
         long,
         env = "KMS_SECURE_ENV_URL",

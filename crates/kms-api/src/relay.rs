@@ -1,7 +1,12 @@
 //! The relay to the secure environment: plain HTTP over a local address
-//! through a pooled hyper-util client (no TLS stack in this process), with
-//! DESIGN.md's 10 s budget per call.
+//! or a Unix socket, through a pooled hyper-util client (no TLS stack in
+//! this process), with DESIGN.md's 10 s budget per call.
 
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +14,7 @@ use http::{header, Method, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use kms_protocol::audit::AuditRecord;
 use kms_protocol::internal::Refusal;
 use kms_protocol::ErrorCode;
@@ -48,42 +53,112 @@ pub enum RelayError {
 /// A pooled client for the secure environment's internal API.
 #[derive(Clone)]
 pub struct SecureEnvClient {
+    /// What the request URIs start with: the URL given, or for a Unix
+    /// socket `http://localhost` (the socket path is the connector's).
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    transport: Transport,
 }
+
+#[derive(Clone)]
+enum Transport {
+    Tcp(Client<HttpConnector, Full<Bytes>>),
+    Unix(Client<UnixConnector, Full<Bytes>>, Arc<PathBuf>),
+}
+
+/// Connects every request to one Unix socket, whatever its URI says.
+#[derive(Clone)]
+struct UnixConnector(Arc<PathBuf>);
+
+impl tower::Service<Uri> for UnixConnector {
+    type Response = TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move {
+            let connect = tokio::net::UnixStream::connect(path.as_path());
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                Ok(stream) => stream.map(TokioIo::new),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to the secure environment's socket timed out",
+                )),
+            }
+        })
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for SecureEnvClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecureEnvClient")
-            .field("base", &self.base)
-            .finish()
+        let mut d = f.debug_struct("SecureEnvClient");
+        match &self.transport {
+            Transport::Tcp(_) => d.field("base", &self.base),
+            Transport::Unix(..) => d.field("socket", &self.socket()),
+        };
+        d.finish()
     }
 }
 
 impl SecureEnvClient {
-    /// A client for `base_url` (`http://HOST:PORT`; https is refused: this
-    /// hop is local and this process has no TLS).
+    /// A client for `base_url`: `http://HOST:PORT`, or `unix:/path` for
+    /// the secure environment's Unix socket (https is refused: this hop is
+    /// local and this process has no TLS).
     pub fn new(base_url: &str) -> Result<Self, String> {
+        let builder = || {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.pool_idle_timeout(Duration::from_secs(30))
+                // Keep every connection a burst opened: with fewer idle
+                // slots than concurrent calls, each call past them paid a
+                // fresh connect (and the secure environment a new
+                // connection task).
+                .pool_max_idle_per_host(1024);
+            b
+        };
+        if let Some(path) = base_url.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "secure environment socket must be an absolute path (unix:/path/to/socket), got {base_url:?}"
+                ));
+            }
+            let path = Arc::new(PathBuf::from(path));
+            let client = builder().build(UnixConnector(path.clone()));
+            return Ok(Self {
+                base: "http://localhost".to_owned(),
+                transport: Transport::Unix(client, path),
+            });
+        }
         let base = base_url.trim_end_matches('/').to_owned();
         let uri: Uri = base
             .parse()
             .map_err(|e| format!("invalid secure environment URL {base_url:?}: {e}"))?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
             return Err(format!(
-                "secure environment URL must be http://HOST:PORT (a local link without TLS), got {base_url:?}"
+                "secure environment URL must be http://HOST:PORT or unix:/path/to/socket (a local link without TLS), got {base_url:?}"
             ));
         }
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            // Keep every connection a burst opened: with fewer idle slots
-            // than concurrent calls, each call past them paid a fresh TCP
-            // connect (and the secure environment a new connection task).
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        Ok(Self { base, client })
+        Ok(Self {
+            base,
+            transport: Transport::Tcp(builder().build(connector)),
+        })
+    }
+
+    /// The Unix socket this client connects to, if it uses one.
+    pub fn socket(&self) -> Option<&std::path::Path> {
+        match &self.transport {
+            Transport::Tcp(_) => None,
+            Transport::Unix(_, path) => Some(path.as_path()),
+        }
     }
 
     pub async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, RelayError> {
@@ -114,11 +189,11 @@ impl SecureEnvClient {
             .body(Full::new(body))
             .map_err(|e| RelayError::BadResponse(format!("building request: {e}")))?;
         let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| RelayError::Unavailable(e.to_string()))?;
+            let resp = match &self.transport {
+                Transport::Tcp(c) => c.request(req).await,
+                Transport::Unix(c, _) => c.request(req).await,
+            }
+            .map_err(|e| RelayError::Unavailable(e.to_string()))?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
@@ -144,5 +219,44 @@ impl SecureEnvClient {
                 "status {status} without an error body"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secure_environment_urls() {
+        let tcp = SecureEnvClient::new("http://127.0.0.1:3000/").unwrap();
+        assert_eq!(tcp.base, "http://127.0.0.1:3000");
+        assert_eq!(tcp.socket(), None);
+        let unix = SecureEnvClient::new("unix:/run/kms/se.sock").unwrap();
+        assert_eq!(
+            unix.socket(),
+            Some(std::path::Path::new("/run/kms/se.sock"))
+        );
+        for bad in [
+            "https://127.0.0.1:3000",
+            "127.0.0.1:3000",
+            "unix:se.sock",
+            "unix:",
+            "http://",
+        ] {
+            assert!(SecureEnvClient::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Nothing listening on the socket is "unavailable" (503), like a
+    /// refused TCP connection.
+    #[tokio::test]
+    async fn a_socket_nobody_listens_on_is_unavailable() {
+        let path = std::env::temp_dir().join(format!("kms-relay-test-{}.sock", std::process::id()));
+        let client = SecureEnvClient::new(&format!("unix:{}", path.display())).unwrap();
+        let err = client
+            .get::<serde_json::Value>("/internal/v1/health")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RelayError::Unavailable(_)), "{err:?}");
     }
 }

@@ -1,6 +1,5 @@
 //! Command line and environment (DESIGN.md, "Command line").
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -26,10 +25,12 @@ pub struct Cli {
     #[command(flatten)]
     pub root: RootKeyArgs,
 
-    /// Address to listen on; port 0 picks a free port. Keep it local
-    /// (loopback, a Unix-socket proxy, vsock): only kms-api should reach it.
+    /// Address to listen on: HOST:PORT (port 0 picks a free port) or
+    /// unix:/path/to/socket. Keep it local: only kms-api should reach it. A
+    /// Unix socket (created mode 0600, in a directory only this user can
+    /// enter) restricts that to one user and skips the TCP stack.
     #[arg(long, env = "SECURE_ENV_LISTEN", default_value = "127.0.0.1:3000")]
-    pub listen: SocketAddr,
+    pub listen: kms_serve::ListenAddr,
 
     /// Lifetime of an import session in seconds.
     #[arg(long, env = "SECURE_ENV_SESSION_TTL", default_value_t = 600,

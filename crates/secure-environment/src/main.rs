@@ -166,17 +166,22 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(cli.listen)
+        let listener = kms_serve::Listener::bind(&cli.listen)
             .await
             .with_context(|| format!("binding {}", cli.listen))?;
         let addr = listener.local_addr()?;
-        if !addr.ip().is_loopback() {
+        if matches!(addr, kms_serve::ListenAddr::Tcp(a) if !a.ip().is_loopback()) {
             tracing::warn!(%addr, "listening on a non-loopback address: only kms-api should reach the secure environment");
         }
         println!("listening on {addr}");
         std::io::stdout().flush()?;
         tracing::info!(%addr, "secure environment serving");
         kms_serve::serve(listener, server::app(runtime), cli.limits.clone(), kms_serve::shutdown_signal()).await?;
+        if let kms_serve::ListenAddr::Unix(path) = &addr {
+            // The next start would replace it anyway; a stopped server
+            // leaves nothing that looks like it still listens.
+            let _ = std::fs::remove_file(path);
+        }
         tracing::info!("secure environment stopped");
         Ok(())
     })
