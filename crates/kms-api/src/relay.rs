@@ -14,7 +14,7 @@ use http::{header, Method, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kms_protocol::audit::AuditRecord;
 use kms_protocol::internal::Refusal;
 use kms_protocol::ErrorCode;
@@ -96,6 +96,16 @@ impl tower::Service<Uri> for UnixConnector {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long an idle connection to the secure environment is kept for
+/// reuse. It must stay below the secure environment's header-read timeout
+/// (`KMS_HEADER_READ_TIMEOUT`, 10 s by default), which also closes
+/// connections idle that long: a call sent on a connection just as the
+/// other side closes it fails (a 503 for the client), and a call cannot be
+/// retried blindly, as the secure environment may have acted on it. With
+/// the earlier 30 s here the load benchmark saw rare 503s that fit this race
+/// (two in all of issue 5's runs, about one in 10⁵ calls).
+const POOL_IDLE: Duration = Duration::from_secs(5);
+
 impl std::fmt::Debug for SecureEnvClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut d = f.debug_struct("SecureEnvClient");
@@ -112,9 +122,14 @@ impl SecureEnvClient {
     /// the secure environment's Unix socket (https is refused: this hop is
     /// local and this process has no TLS).
     pub fn new(base_url: &str) -> Result<Self, String> {
+        Self::with_pool_idle(base_url, POOL_IDLE)
+    }
+
+    fn with_pool_idle(base_url: &str, pool_idle: Duration) -> Result<Self, String> {
         let builder = || {
             let mut b = Client::builder(TokioExecutor::new());
-            b.pool_idle_timeout(Duration::from_secs(30))
+            b.pool_idle_timeout(pool_idle)
+                .pool_timer(TokioTimer::new())
                 // Keep every connection a burst opened: with fewer idle
                 // slots than concurrent calls, each call past them paid a
                 // fresh connect (and the secure environment a new
@@ -245,6 +260,59 @@ mod tests {
         ] {
             assert!(SecureEnvClient::new(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// The pool gives up an idle connection before the secure environment
+    /// would close it.
+    #[test]
+    fn idle_connections_are_dropped_before_the_server_drops_them() {
+        let server_idle = Duration::from_secs(kms_serve::Limits::default().header_read_timeout);
+        assert!(
+            POOL_IDLE * 3 / 2 <= server_idle,
+            "{POOL_IDLE:?} vs {server_idle:?}"
+        );
+    }
+
+    /// A connection idle past the pool's timeout is not reused; one used
+    /// again within it is.
+    #[tokio::test]
+    async fn the_pool_reconnects_after_its_idle_timeout() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from_static(b"{}"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        let client =
+            SecureEnvClient::with_pool_idle(&format!("http://{addr}"), Duration::from_millis(300))
+                .unwrap();
+        let call = || client.get::<serde_json::Value>("/x");
+        call().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        call().await.unwrap();
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "reused within the timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        call().await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "reconnected after it");
     }
 
     /// Nothing listening on the socket is "unavailable" (503), like a
