@@ -72,11 +72,11 @@ impl From<TcpListener> for Listener {
 }
 
 impl Listener {
-    /// Binds `addr`. A Unix socket is created readable and writable by this
-    /// process's user only (mode 0600; put it in a directory only that user
-    /// can enter, and the chmod just after the bind leaves no window). A
-    /// socket file left by an earlier process is replaced; any other file
-    /// at the path is an error.
+    /// Binds `addr`. A Unix socket is made readable and writable by this
+    /// process's user only (mode 0600, set just after the bind; put it in a
+    /// directory only that user can enter, which also closes the moment
+    /// between the two). A socket file left by an earlier process is
+    /// replaced; any other file at the path is an error.
     pub async fn bind(addr: &ListenAddr) -> std::io::Result<Self> {
         match addr {
             ListenAddr::Tcp(a) => TcpListener::bind(a).await.map(Self::Tcp),
@@ -162,20 +162,20 @@ struct PerClient(Arc<Mutex<HashMap<Peer, usize>>>);
 
 struct Slot {
     map: PerClient,
-    ip: Peer,
+    peer: Peer,
 }
 
 impl PerClient {
-    fn take(&self, ip: Peer, max: usize) -> Option<Slot> {
+    fn take(&self, peer: Peer, max: usize) -> Option<Slot> {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(ip).or_insert(0);
+        let n = m.entry(peer).or_insert(0);
         if *n >= max {
             return None;
         }
         *n += 1;
         Some(Slot {
             map: self.clone(),
-            ip,
+            peer,
         })
     }
 }
@@ -183,10 +183,10 @@ impl PerClient {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut m = self.map.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
+        if let Some(n) = m.get_mut(&self.peer) {
             *n -= 1;
             if *n == 0 {
-                m.remove(&self.ip);
+                m.remove(&self.peer);
             }
         }
     }
