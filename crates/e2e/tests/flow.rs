@@ -7,9 +7,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use kms_client::{generate_key_material, ClientError, KeyType};
+use kms_client::{generate_key_material, ClientError, KeyMaterial, KeyType};
 use kms_e2e::{binaries, raw, Deployment};
-use kms_protocol::{b64, ErrorCode};
+use kms_protocol::{b64, ErrorCode, Id};
 
 #[tokio::test]
 async fn full_flow_for_every_key_type() {
@@ -76,28 +76,13 @@ async fn restarts_of_each_process_lose_nothing() {
     // ...still completes, and the old wallet still exports.
     let second = generate_key_material(KeyType::Ed25519).unwrap();
     let receipt = kms.complete_import(&session, &second).await.unwrap();
-    assert!(kms
-        .export_to_fresh_key(&wallet)
-        .await
-        .unwrap()
-        .private_key()
-        .ct_eq(material.private_key()));
+    assert_exports_back(&kms, &wallet, &material).await;
 
     d.stop_api();
     d.start_api();
     let kms = d.client();
-    assert!(kms
-        .export_to_fresh_key(&wallet)
-        .await
-        .unwrap()
-        .private_key()
-        .ct_eq(material.private_key()));
-    assert!(kms
-        .export_to_fresh_key(&receipt.wallet_id)
-        .await
-        .unwrap()
-        .private_key()
-        .ct_eq(second.private_key()));
+    assert_exports_back(&kms, &wallet, &material).await;
+    assert_exports_back(&kms, &receipt.wallet_id, &second).await;
     // A session completed before the kms-api restart stays used.
     let again = kms.complete_import(&session, &second).await.unwrap_err();
     assert!(
@@ -112,6 +97,12 @@ async fn restarts_of_each_process_lose_nothing() {
         "{again:?}"
     );
     assert_eq!(kms.list_wallets(None, 10).await.unwrap().wallets.len(), 2);
+}
+
+/// `wallet` exports to a fresh key as exactly `material`.
+async fn assert_exports_back(kms: &kms_client::KmsClient, wallet: &Id, material: &KeyMaterial) {
+    let back = kms.export_to_fresh_key(wallet).await.unwrap();
+    assert!(back.private_key().ct_eq(material.private_key()));
 }
 
 async fn wait_healthy(kms: &kms_client::KmsClient) {
@@ -166,12 +157,7 @@ async fn secure_environment_down_is_503_and_recovers_by_itself() {
     wait_healthy(&kms).await;
     // The session that saw a 503 is still usable, and everything works again.
     kms.complete_import(&session, &material).await.unwrap();
-    assert!(kms
-        .export_to_fresh_key(&wallet)
-        .await
-        .unwrap()
-        .private_key()
-        .ct_eq(material.private_key()));
+    assert_exports_back(&kms, &wallet, &material).await;
 }
 
 #[tokio::test]
@@ -394,12 +380,7 @@ async fn the_internal_hop_works_over_a_unix_socket() {
     wait_healthy(&kms).await;
     let second = generate_key_material(KeyType::Ed25519).unwrap();
     kms.complete_import(&session, &second).await.unwrap();
-    assert!(kms
-        .export_to_fresh_key(&wallet)
-        .await
-        .unwrap()
-        .private_key()
-        .ct_eq(material.private_key()));
+    assert_exports_back(&kms, &wallet, &material).await;
 }
 
 /// A path that holds something other than a socket is not taken over.
