@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -334,10 +334,8 @@ impl Conns {
         let svc = tower::ServiceExt::map_request(
             self.app.clone(),
             move |mut req: Request<hyper::body::Incoming>| {
+                // What the in-flight limits count the request against.
                 req.extensions_mut().insert(key);
-                if let Some(addr) = peer {
-                    req.extensions_mut().insert(ConnectInfo(addr));
-                }
                 req.map(axum::body::Body::new)
             },
         );
