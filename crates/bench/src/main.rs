@@ -8,10 +8,15 @@
 //!   throughput, latency percentiles, errors, and CPU and RSS of the server
 //!   processes named with `--pid`.
 //!
+//! - `floor-server`: the same two-process, two-hop shape with nothing in
+//!   it (no cryptography, storage or JSON), to measure what the
+//!   architecture alone costs on this machine.
+//!
 //! A benchmark, not a test: nothing in `cargo test` depends on its numbers.
 //! `scripts/bench.sh` runs both against release builds and writes the
 //! figures `docs/performance.md` reports.
 
+mod floor;
 mod limit;
 mod load;
 mod openbao;
@@ -36,6 +41,9 @@ enum Command {
     Openbao(openbao::Args),
     /// Export latency with few and with many wallets stored; bytes per wallet.
     Scale(scale::Args),
+    /// An empty server or relay standing in for the secure environment or
+    /// kms-api: the architecture's own cost (`load --op floor` drives it).
+    FloorServer(floor::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +66,10 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(scale::run(a)),
+        Command::FloorServer(a) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(floor::run(a)),
     }
 }
 
