@@ -1,5 +1,6 @@
-//! `floor-server`: the deployment's shape with nothing in it, to measure
-//! what the architecture costs before any cryptography, storage or JSON.
+//! `floor-server`: the deployment's shape with nothing in it but, at most,
+//! one operation's cryptography: what the architecture costs before any
+//! storage or JSON, and the most it can reach for that operation.
 //!
 //! Two of these stand where the two servers stand: the inner one (no
 //! `--upstream`) answers every request with a fixed JSON body the size of
@@ -9,11 +10,14 @@
 //! drives the outer one (two hops) or the inner one alone (one hop), with
 //! the same load generator and on the same cores as the real benchmark.
 //!
-//! With `--crypto export` (or `data-key-decrypt`) the inner server also
-//! runs that operation's secure-environment work on each request, exactly
-//! as `kms-bench limit` measures it (the audit log on a tmpfs), and still
-//! answers with the fixed body: the operation's cryptography behind two
-//! empty hops, the ceiling of this architecture for it.
+//! With `--crypto export` (or `data-key-decrypt`, or `import`) the inner
+//! server also runs that operation's secure-environment work on each
+//! request, through the calls `kms-bench limit` measures (the audit log on
+//! a tmpfs), and still answers with the fixed body: the operation's
+//! cryptography behind two empty hops, the ceiling of this architecture
+//! for it. For import, `…/start` also seals a key to the new session as
+//! the client would (the load generator's work in the real benchmark, on
+//! the same two cores), and `…/complete` completes one sealed earlier.
 //!
 //! - Default: served by `kms_serve::serve` (the servers' own HTTP stack:
 //!   axum, admission limits, header-read timeout).
@@ -104,7 +108,13 @@ impl Work {
                 .await?
                 .map_err(failed),
             Crypto::Import if path.ends_with("/start") => {
-                let import = crate::limit::import_one(rt, &self.f.material)?;
+                let started = rt
+                    .trusted_env_exec_async(|env| env.start_session(None))
+                    .await?
+                    .map_err(failed)?;
+                // The client's seal, on this process's CPU instead of the
+                // load generator's: the same two cores pay for it.
+                let import = crate::limit::seal_import(started, &self.f.material)?;
                 self.sealed
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

@@ -7,7 +7,7 @@ use kms_crypto::hpke::{self, HpkeSecretKey};
 use kms_crypto::keyset::KeySet;
 use kms_crypto::labels;
 use kms_protocol::data_key::{DecryptDataKey, EncryptionContext, GenerateDataKey};
-use kms_protocol::internal::{Export, Import};
+use kms_protocol::internal::{Export, Import, SessionStarted};
 use kms_protocol::{KeyType, Nonce};
 use secure_environment::audit::AuditLog;
 use secure_environment::runtime::system_clock;
@@ -73,6 +73,14 @@ pub(crate) fn import_one(
     let s = rt
         .trusted_env_exec(|env| env.start_session(Some(&nonce)))
         .map_err(|e| anyhow::anyhow!("{:?}", e.error))?;
+    seal_import(s, material)
+}
+
+/// The import that completes session `s`, sealed as a client seals it.
+pub(crate) fn seal_import(
+    s: SessionStarted,
+    material: &kms_client::KeyMaterial,
+) -> anyhow::Result<Import> {
     let ct = hpke::seal(
         &s.envelope.session_public_key,
         &hpke::info(labels::IMPORT, &s.envelope.session_id),

@@ -24,7 +24,8 @@ pub enum Op {
     /// `POST /v1/data-keys/decrypt` of one wrapped key.
     DataKeyDecrypt,
     /// `POST /floor` with an export-sized body to a `kms-bench
-    /// floor-server` (the architecture with nothing in it).
+    /// floor-server` (the architecture with nothing in it but, with
+    /// `--crypto`, one operation's cryptography).
     Floor,
     /// `POST /floor/start` then `POST /floor/complete` to a `kms-bench
     /// floor-server` (an import's two requests).

@@ -8,9 +8,10 @@
 //!   throughput, latency percentiles, errors, and CPU and RSS of the server
 //!   processes named with `--pid`.
 //!
-//! - `floor-server`: the same two-process, two-hop shape with nothing in
-//!   it (no cryptography, storage or JSON), to measure what the
-//!   architecture alone costs on this machine.
+//! - `floor-server`: the same two-process, two-hop shape with no storage
+//!   and no JSON, and either nothing in it or one operation's
+//!   cryptography: what the architecture alone costs on this machine, and
+//!   the most it can reach for each operation (the ceiling).
 //!
 //! A benchmark, not a test: nothing in `cargo test` depends on its numbers.
 //! `scripts/bench.sh` runs both against release builds and writes the
