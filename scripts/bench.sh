@@ -79,7 +79,7 @@ done
 # each latency counted from when it was due.
 if [[ " ${OPS:-export} " == *" export "* ]]; then
   half="$(python3 -c 'import json, sys
-xs = [r["ops_per_s"]["median"] for r in map(json.loads, open(sys.argv[1])) if r["bench"] == "load" and r["op"] == "Export" and r.get("rate") is None]
+xs = [r["ops_per_s"]["median"] for r in map(json.loads, open(sys.argv[1])) if r["bench"] == "load" and r["op"] == "Export" and r.get("rate") is None and not r.get("label")]
 print(round(max(xs) / 2))' "$results")"
   echo "== load: export, open loop at half of saturation ($half/s)"
   "$bin/kms-bench" load --api-url "http://$api" --op export --rate "$half" --concurrency 64 \
@@ -94,33 +94,44 @@ fi
 # real system reaches is compared with this, in the same run; a target
 # above it is out of reach for this architecture on this machine.
 # CEILING=0 skips it.
-ceiling() {
-  local label="$1" op="$2"; shift 2
+# Starts the two floor servers (extra arguments go to the inner one) and
+# sets floor_in_pid, floor_out_pid and floor_url; or fails, with the
+# reason in floor_why.
+ceiling_up() {
   "$bin/kms-bench" floor-server --listen 127.0.0.1:0 "$@" \
     --max-in-flight 4096 --max-in-flight-per-client 4096 --max-connections-per-client 4096 \
     >"$work/floor-in.out" 2>"$work/floor-in.log" &
-  local in_pid=$!; pids+=("$in_pid")
-  local inner outer out_pid
+  floor_in_pid=$!; floor_out_pid=""; pids+=("$floor_in_pid")
+  local inner outer
   if ! inner="$(addr_of "$work/floor-in.out")"; then
-    echo "== ceiling: $label FAILED (inner server did not start: $(tail -n 1 "$work/floor-in.log"))"
-    kill "$in_pid" 2>/dev/null || true; return 0
+    floor_why="inner server did not start: $(tail -n 1 "$work/floor-in.log")"; ceiling_down; return 1
   fi
   "$bin/kms-bench" floor-server --listen 127.0.0.1:0 --upstream "http://$inner" \
     --max-in-flight 4096 --max-in-flight-per-client 4096 --max-connections-per-client 4096 \
     >"$work/floor-out.out" 2>"$work/floor-out.log" &
-  out_pid=$!; pids+=("$out_pid")
+  floor_out_pid=$!; pids+=("$floor_out_pid")
   if ! outer="$(addr_of "$work/floor-out.out")"; then
-    echo "== ceiling: $label FAILED (outer server did not start: $(tail -n 1 "$work/floor-out.log"))"
-    kill "$in_pid" "$out_pid" 2>/dev/null || true; return 0
+    floor_why="outer server did not start: $(tail -n 1 "$work/floor-out.log")"; ceiling_down; return 1
+  fi
+  floor_url="http://$outer"
+}
+ceiling_down() {
+  kill "$floor_in_pid" $floor_out_pid 2>/dev/null || true
+  wait "$floor_in_pid" $floor_out_pid 2>/dev/null || true
+  rm -f "$work/floor-in.out" "$work/floor-out.out"
+}
+# One ceiling, at the highest concurrency level.
+ceiling() {
+  local label="$1" op="$2"; shift 2
+  if ! ceiling_up "$@"; then
+    echo "== ceiling: $label FAILED ($floor_why)"; return 0
   fi
   echo "== ceiling: $label"
-  "$bin/kms-bench" load --api-url "http://$outer" --op "$op" --label "$label" \
+  "$bin/kms-bench" load --api-url "$floor_url" --op "$op" --label "$label" \
     --concurrency "$top_level" --seconds "$secs" --runs "$runs" \
-    --pid "inner=$in_pid" --pid "outer=$out_pid" --json-out "$results" \
+    --pid "inner=$floor_in_pid" --pid "outer=$floor_out_pid" --json-out "$results" \
     || echo "== ceiling: $label FAILED (see above)"
-  kill "$in_pid" "$out_pid" 2>/dev/null || true
-  wait "$in_pid" "$out_pid" 2>/dev/null || true
-  rm -f "$work/floor-in.out" "$work/floor-out.out"
+  ceiling_down
 }
 top_level="$(tr , '\n' <<<"$levels" | sort -n | tail -n 1)"
 if [ "${CEILING:-1}" = 0 ]; then
@@ -130,6 +141,25 @@ else
   ceiling export floor --crypto export
   ceiling import floor-import --crypto import
   ceiling data-key-decrypt floor --crypto data-key-decrypt
+  # The machine drifts by tens of per cent within minutes, so export and
+  # its ceiling also run in alternation, one run each per turn, and the
+  # summary gives the ratio of each pair.
+  if [[ " ${OPS:-export} " == *" export "* ]]; then
+    if ceiling_up --crypto export; then
+      echo "== paired: export and its ceiling in alternation, $runs turns"
+      for _ in $(seq 1 "$runs"); do
+        "$bin/kms-bench" load --api-url "http://$api" --op export --label "paired: ours" \
+          --concurrency "$top_level" --seconds "$secs" --runs 1 \
+          --pid "se=$se_pid" --pid "api=$api_pid" --json-out "$results" | grep 'c=' || true
+        "$bin/kms-bench" load --api-url "$floor_url" --op floor --label "paired: ceiling" \
+          --concurrency "$top_level" --seconds "$secs" --runs 1 \
+          --pid "inner=$floor_in_pid" --pid "outer=$floor_out_pid" --json-out "$results" | grep 'c=' || true
+      done
+      ceiling_down
+    else
+      echo "== paired: FAILED ($floor_why)"
+    fi
+  fi
 fi
 
 # The peer (issue 5): the same load against OpenBao's Transit engine, a
@@ -199,11 +229,11 @@ for r in rows:
     if r["bench"] == "limit":
         limit[r["op"]] = max(limit.get(r["op"], 0.0), r["ops_per_s"]["median"])
 def best(op):
-    xs = [r["ops_per_s"]["median"] for r in rows if r["bench"] == "load" and r["op"] == op]
+    xs = [r["ops_per_s"]["median"] for r in rows if r["bench"] == "load" and r["op"] == op and not r.get("label")]
     return max(xs) if xs else 0.0
 exp = best("Export")
 print(f"== headline: end-to-end export {exp:.0f}/s = {100*exp/(limit['export']*cores):.0f} % of the crypto-only export limit on {cores} cores ({limit['export']*cores:.0f}/s)")
-top = max((r for r in rows if r["bench"] == "load" and r["op"] == "Export" and r.get("rate") is None),
+top = max((r for r in rows if r["bench"] == "load" and r["op"] == "Export" and r.get("rate") is None and not r.get("label")),
           key=lambda r: r["ops_per_s"]["median"], default=None)
 if top:
     gen = dict((n, c) for n, c in top["cpu_cores"]).get("load-generator", 0.0)
@@ -241,6 +271,12 @@ if any(r.get("label") for r in rows):
         want = 0.4 * limit["export"] * cores
         print(f"   export: {c:.0f}/s = {100*c/(limit['export']*cores):.0f} % of the limit{ours(exp, c)}."
               f" The 40 % target ({want:.0f}/s) is {against(want, c)}")
+    pairs = list(zip([r["ops_per_s"]["median"] for r in rows if r.get("label") == "paired: ours"],
+                     [r["ops_per_s"]["median"] for r in rows if r.get("label") == "paired: ceiling"]))
+    if pairs:
+        ratios = sorted(100 * o / c for o, c in pairs if c)
+        print(f"   export in alternation with its ceiling, {len(pairs)} turns: ours is {ratios[len(ratios)//2]:.0f} % [{ratios[0]:.0f}–{ratios[-1]:.0f}] of it"
+              f" (pairs: {', '.join(f'{o:.0f}/{c:.0f}' for o, c in pairs)})")
     c = ceiling("import")
     if c:
         print(f"   import: {c:.0f}/s{ours(best('Import'), c)}. The 5 000/s target is {against(5000, c)}")
