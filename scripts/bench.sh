@@ -92,7 +92,7 @@ fi
 # with no storage and no JSON; the inner one runs the operation's
 # secure-environment work as `limit` does (audit log on a tmpfs). What the
 # real system reaches is compared with this, in the same run; a target
-# above it is out of reach for this architecture on this machine.
+# clearly above it is out of reach for this architecture on this machine.
 # CEILING=0 skips it.
 # Starts the two floor servers (extra arguments go to the inner one) and
 # sets floor_in_pid, floor_out_pid and floor_url; or fails, with the
@@ -273,8 +273,8 @@ if any(r.get("label") for r in rows):
               f" The 40 % target ({want:.0f}/s) is {against(want, c)}")
     pairs = list(zip([r["ops_per_s"]["median"] for r in rows if r.get("label") == "paired: ours"],
                      [r["ops_per_s"]["median"] for r in rows if r.get("label") == "paired: ceiling"]))
-    if pairs:
-        ratios = sorted(100 * o / c for o, c in pairs if c)
+    ratios = sorted(100 * o / c for o, c in pairs if c)
+    if ratios:
         print(f"   export in alternation with its ceiling, {len(pairs)} turns: ours is {ratios[len(ratios)//2]:.0f} % [{ratios[0]:.0f}–{ratios[-1]:.0f}] of it"
               f" (pairs: {', '.join(f'{o:.0f}/{c:.0f}' for o, c in pairs)})")
     c = ceiling("import")

@@ -7,14 +7,13 @@
 //! - `load`: the real binaries over loopback, at fixed concurrency levels:
 //!   throughput, latency percentiles, errors, and CPU and RSS of the server
 //!   processes named with `--pid`.
-//!
 //! - `floor-server`: the same two-process, two-hop shape with no storage
 //!   and no JSON, and either nothing in it or one operation's
 //!   cryptography: what the architecture alone costs on this machine, and
 //!   the most it can reach for each operation (the ceiling).
 //!
 //! A benchmark, not a test: nothing in `cargo test` depends on its numbers.
-//! `scripts/bench.sh` runs both against release builds and writes the
+//! `scripts/bench.sh` runs them against release builds and writes the
 //! figures `docs/performance.md` reports.
 
 mod floor;
@@ -43,7 +42,8 @@ enum Command {
     /// Export latency with few and with many wallets stored; bytes per wallet.
     Scale(scale::Args),
     /// An empty server or relay standing in for the secure environment or
-    /// kms-api: the architecture's own cost (`load --op floor` drives it).
+    /// kms-api: the architecture's own cost, or with `--crypto` an
+    /// operation's ceiling (`load --op floor` drives it).
     FloorServer(floor::Args),
 }
 
