@@ -212,9 +212,7 @@ async fn one(f: &Fixture, op: Op, i: usize) -> anyhow::Result<()> {
     match op {
         Op::Export => {
             let url = &f.export_urls[i % f.export_urls.len()];
-            let r = f.http.post(url).body(f.export_body.clone()).send().await?;
-            anyhow::ensure!(r.status() == 200, "export: {}", r.status());
-            r.bytes().await?;
+            expect(f, url, f.export_body.clone(), 200, "export").await?;
         }
         Op::Floor => floor(f, "/floor").await?,
         Op::FloorImport => {
@@ -222,14 +220,8 @@ async fn one(f: &Fixture, op: Op, i: usize) -> anyhow::Result<()> {
             floor(f, "/floor/complete").await?;
         }
         Op::DataKeyDecrypt => {
-            let r = f
-                .http
-                .post(format!("{}/v1/data-keys/decrypt", f.base))
-                .body(f.decrypt_body.clone())
-                .send()
-                .await?;
-            anyhow::ensure!(r.status() == 200, "decrypt: {}", r.status());
-            r.bytes().await?;
+            let url = format!("{}/v1/data-keys/decrypt", f.base);
+            expect(f, &url, f.decrypt_body.clone(), 200, "decrypt").await?;
         }
         Op::Import => {
             let r = f
@@ -246,33 +238,31 @@ async fn one(f: &Fixture, op: Op, i: usize) -> anyhow::Result<()> {
                 &f.import_plaintext,
             )?;
             let body = format!(r#"{{"encrypted_key":"{}"}}"#, b64::encode(ct.as_bytes()));
-            let r = f
-                .http
-                .post(format!(
-                    "{}/v1/import-sessions/{}/complete",
-                    f.base, s.session_id
-                ))
-                .body(body)
-                .send()
-                .await?;
-            anyhow::ensure!(r.status() == 201, "complete: {}", r.status());
-            r.bytes().await?;
+            let url = format!("{}/v1/import-sessions/{}/complete", f.base, s.session_id);
+            expect(f, &url, body.into_bytes(), 201, "complete").await?;
         }
     }
     Ok(())
 }
 
-/// One request to a `kms-bench floor-server`.
-async fn floor(f: &Fixture, path: &str) -> anyhow::Result<()> {
-    let r = f
-        .http
-        .post(format!("{}{path}", f.base))
-        .body(f.export_body.clone())
-        .send()
-        .await?;
-    anyhow::ensure!(r.status() == 200, "{path}: {}", r.status());
+/// POSTs `body` to `url` and reads the whole answer; Ok only with `status`.
+async fn expect(
+    f: &Fixture,
+    url: &str,
+    body: Vec<u8>,
+    status: u16,
+    what: &str,
+) -> anyhow::Result<()> {
+    let r = f.http.post(url).body(body).send().await?;
+    anyhow::ensure!(r.status() == status, "{what}: {}", r.status());
     r.bytes().await?;
     Ok(())
+}
+
+/// One request to a `kms-bench floor-server`.
+async fn floor(f: &Fixture, path: &str) -> anyhow::Result<()> {
+    let url = format!("{}{path}", f.base);
+    expect(f, &url, f.export_body.clone(), 200, path).await
 }
 
 /// The open loop's schedule: request `n` (with the time it is due) goes
