@@ -15,7 +15,9 @@
 //! request, through the calls `kms-bench limit` measures (the audit log on
 //! a tmpfs), and still answers with the fixed body: the operation's
 //! cryptography behind two empty hops, the ceiling of this architecture
-//! for it. For import, `…/start` also seals a key to the new session as
+//! for it. With `--scratch` on a disk, each answer also waits for its audit
+//! record's fsync, as the secure environment's answers do: the ceiling of
+//! the architecture with the durability the KMS promises. For import, `…/start` also seals a key to the new session as
 //! the client would (the load generator's work in the real benchmark, on
 //! the same two cores), and `…/complete` completes one sealed earlier.
 //!
@@ -58,10 +60,13 @@ pub struct Args {
     /// with `--upstream`).
     #[arg(long, value_enum)]
     crypto: Option<Crypto>,
-    /// Directory for `--crypto`'s throw-away audit log (a tmpfs keeps its
-    /// fsync free, as in `kms-bench limit`).
-    #[arg(long, default_value = "/dev/shm")]
-    scratch: std::path::PathBuf,
+    /// Directory for `--crypto`'s throw-away audit log. Default: /dev/shm
+    /// (a tmpfs keeps its fsync free, as in `kms-bench limit`), or the
+    /// system's temporary directory where there is none. On a disk, each
+    /// answer waits for its record's fsync, as the secure environment's
+    /// do: the ceiling with the audit log's durability.
+    #[arg(long)]
+    scratch: Option<std::path::PathBuf>,
     #[command(flatten)]
     limits: kms_serve::Limits,
 }
@@ -204,9 +209,16 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "--crypto is for the inner server (no --upstream)"
     );
     let scratch = match a.crypto {
-        Some(_) => Some(tempfile::tempdir_in(&a.scratch).or_else(|_| tempfile::tempdir())?),
+        Some(_) => Some(match &a.scratch {
+            Some(dir) => tempfile::tempdir_in(dir)
+                .map_err(|e| anyhow::anyhow!("--scratch {}: {e}", dir.display()))?,
+            None => tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir())?,
+        }),
         None => None,
     };
+    if let Some(dir) = &scratch {
+        eprintln!("audit log in {}", dir.path().display());
+    }
     let work = match (a.crypto, &scratch) {
         (Some(op), Some(dir)) => Some((
             op,
