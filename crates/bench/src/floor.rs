@@ -302,6 +302,34 @@ mod tests {
         })
     }
 
+    /// A `--scratch` that cannot be used stops the server: a silent move
+    /// to another directory could put a "durable" ceiling's log on a tmpfs.
+    #[tokio::test]
+    async fn a_scratch_dir_that_cannot_be_used_is_an_error() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: Args,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "floor-server".as_ref(),
+            "--crypto".as_ref(),
+            "export".as_ref(),
+            "--scratch".as_ref(),
+            missing.as_os_str(),
+        ])
+        .unwrap();
+        // A server that went on would serve until stopped.
+        let e = tokio::time::timeout(Duration::from_secs(10), run(cli.a))
+            .await
+            .expect("the server started")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--scratch ") && e.contains("missing"), "{e}");
+    }
+
     fn audit_records(w: &Work) -> usize {
         w.f.rt
             .trusted_env_exec(|env| env.audit_records(0, 1000))
