@@ -146,8 +146,8 @@ if [ "${CEILING:-1}" = 0 ]; then
 else
   # The same, with the inner server's audit log on the disk the servers'
   # data dirs are on: each answer then waits for its record's fsync, as the
-  # secure environment's answers do. This is the ceiling of the design with
-  # the durability the KMS promises (docs/audit-log.md).
+  # secure environment's answers do (docs/audit-log.md). A reference, not a
+  # bound: group commit shares fsyncs differently under different loads.
   mkdir -p "$work/floor-audit"
   durable=(--scratch "$work/floor-audit")
   ceiling "empty relay" floor

@@ -15,11 +15,14 @@
 //! request, through the calls `kms-bench limit` measures (the audit log on
 //! a tmpfs), and still answers with the fixed body: the operation's
 //! cryptography behind two empty hops, the ceiling of this architecture
-//! for it. With `--scratch` on a disk, each answer also waits for its audit
-//! record's fsync, as the secure environment's answers do: the ceiling of
-//! the architecture with the durability the KMS promises. For import, `…/start` also seals a key to the new session as
+//! for it. For import, `…/start` also seals a key to the new session as
 //! the client would (the load generator's work in the real benchmark, on
 //! the same two cores), and `…/complete` completes one sealed earlier.
+//! With `--scratch` on a disk, each answer also waits for its audit
+//! record's fsync, as the secure environment's answers do: what the
+//! architecture reaches with the durability the KMS promises. That is a
+//! reference, not a bound (group commit shares fsyncs differently under
+//! different loads).
 //!
 //! - Default: served by `kms_serve::serve` (the servers' own HTTP stack:
 //!   axum, admission limits, header-read timeout).
@@ -64,7 +67,7 @@ pub struct Args {
     /// (a tmpfs keeps its fsync free, as in `kms-bench limit`), or the
     /// system's temporary directory where there is none. On a disk, each
     /// answer waits for its record's fsync, as the secure environment's
-    /// do: the ceiling with the audit log's durability.
+    /// do.
     #[arg(long)]
     scratch: Option<std::path::PathBuf>,
     #[command(flatten)]
