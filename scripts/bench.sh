@@ -171,16 +171,17 @@ else
       plain_url="$floor_url"; plain_pids=("$floor_in_pid" "$floor_out_pid")
       if ceiling_up --crypto export "${durable[@]}"; then
         echo "== paired: export and its two ceilings in alternation, $runs turns"
+        # One run of one turn: label, URL, operation, then the --pid pairs.
+        turn() {
+          local label="$1" url="$2" op="$3"; shift 3
+          "$bin/kms-bench" load --api-url "$url" --op "$op" --label "paired: $label" \
+            --concurrency "$top_level" --seconds "$secs" --runs 1 "$@" \
+            --json-out "$results" | grep 'c=' || true
+        }
         for _ in $(seq 1 "$runs"); do
-          "$bin/kms-bench" load --api-url "http://$api" --op export --label "paired: ours" \
-            --concurrency "$top_level" --seconds "$secs" --runs 1 \
-            --pid "se=$se_pid" --pid "api=$api_pid" --json-out "$results" | grep 'c=' || true
-          "$bin/kms-bench" load --api-url "$plain_url" --op floor --label "paired: ceiling" \
-            --concurrency "$top_level" --seconds "$secs" --runs 1 \
-            --pid "inner=${plain_pids[0]}" --pid "outer=${plain_pids[1]}" --json-out "$results" | grep 'c=' || true
-          "$bin/kms-bench" load --api-url "$floor_url" --op floor --label "paired: ceiling with durable audit" \
-            --concurrency "$top_level" --seconds "$secs" --runs 1 \
-            --pid "inner=$floor_in_pid" --pid "outer=$floor_out_pid" --json-out "$results" | grep 'c=' || true
+          turn ours "http://$api" export --pid "se=$se_pid" --pid "api=$api_pid"
+          turn ceiling "$plain_url" floor --pid "inner=${plain_pids[0]}" --pid "outer=${plain_pids[1]}"
+          turn "ceiling with durable audit" "$floor_url" floor --pid "inner=$floor_in_pid" --pid "outer=$floor_out_pid"
         done
         ceiling_down
       else
