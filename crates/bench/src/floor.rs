@@ -105,7 +105,7 @@ impl Work {
     /// Runs `op`'s secure-environment work for a request to `path`.
     async fn run(&self, op: Crypto, path: &str) -> anyhow::Result<()> {
         let rt = &self.f.rt;
-        let failed = |e: secure_environment::runtime::Refused| anyhow::anyhow!("{:?}", e.error);
+        let failed = |e: secure_runtime::runtime::Refused| anyhow::anyhow!("{:?}", e.error);
         match op {
             Crypto::Export => rt
                 .trusted_env_exec_async(|env| env.export(&self.f.export).map(drop))

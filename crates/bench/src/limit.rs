@@ -9,9 +9,9 @@ use kms_crypto::labels;
 use kms_protocol::data_key::{DecryptDataKey, EncryptionContext, GenerateDataKey};
 use kms_protocol::internal::{Export, Import, SessionStarted};
 use kms_protocol::{KeyType, Nonce};
-use secure_environment::audit::AuditLog;
-use secure_environment::runtime::system_clock;
-use secure_environment::SecureRuntime;
+use secure_runtime::audit::AuditLog;
+use secure_runtime::runtime::system_clock;
+use secure_runtime::SecureRuntime;
 
 use crate::Spread;
 

@@ -410,20 +410,21 @@ pub fn authorize_export_for(
     )
 }
 
-/// A random private key of `key_type` (a valid scalar for the curve types).
+/// Random key material of `key_type`, made on the client (for import):
+/// 32 random bytes for `raw`, else what the secure environment's generate
+/// makes (docs/protocol.md §7).
 pub fn generate_key_material(key_type: KeyType) -> Result<KeyMaterial, ClientError> {
-    let len = match key_type {
-        KeyType::Raw => 32,
-        _ => key_type.private_key_len().0,
-    };
-    for _ in 0..64 {
-        let mut buf = vec![0u8; len];
+    if key_type == KeyType::Raw {
+        let mut buf = vec![0u8; 32];
         let filled = rng::RandomSource::fill(&mut rng::SystemRng, &mut buf);
         let bytes = SecretBytes::new(buf);
         filled?;
-        if let Ok(m) = KeyMaterial::new(key_type, bytes, None) {
-            return Ok(m);
-        }
+        return KeyMaterial::new(key_type, bytes, None)
+            .map_err(|_| ClientError::InvalidKeyMaterial);
     }
-    Err(ClientError::InvalidKeyMaterial)
+    Ok(KeyMaterial::generate_with_rng(
+        key_type,
+        None,
+        &mut rng::SystemRng,
+    )?)
 }

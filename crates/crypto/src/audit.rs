@@ -38,6 +38,10 @@ pub fn seal_record(
         owner_fingerprint: entry.owner_fingerprint,
         data_key_id: entry.data_key_id,
         master_key_version: entry.master_key_version,
+        algorithm: entry.algorithm,
+        curve: entry.curve,
+        path: entry.path,
+        payload_sha256: entry.payload_sha256,
         prev_hash,
         signature,
     })

@@ -2,13 +2,13 @@
 //! AES-256-GCM, single-shot, from rustls's aws-lc-rs provider. A ciphertext
 //! is `enc ‖ ct` (PROTOCOL.md, "Encodings").
 
-use aws_lc_rs::agreement;
 use kms_protocol::{HpkeCiphertext, P256PublicKey};
 use rustls::crypto::aws_lc_rs::hpke::DH_KEM_P256_HKDF_SHA256_AES_256 as SUITE;
 use rustls::crypto::hpke::{EncapsulatedSecret, Hpke, HpkePrivateKey, HpkePublicKey};
 
+use crate::p256::{p256_public_key, random_p256_scalar};
 use crate::rng::{RandomSource, SystemRng};
-use crate::{sign, CryptoError, OpenError, SecretBytes, SecretKey};
+use crate::{CryptoError, OpenError, SecretBytes, SecretKey};
 
 /// A P-256 HPKE private key (the recipient's `skR`), a scalar in [1, n−1].
 #[derive(Debug)]
@@ -25,7 +25,7 @@ impl HpkeSecretKey {
 
     /// A fresh key pair, rejection-sampling the scalar from `rng`.
     pub fn generate_with_rng(rng: &mut impl RandomSource) -> Result<Self, CryptoError> {
-        let scalar = sign::random_p256_scalar(rng)?;
+        let scalar = random_p256_scalar(rng)?;
         Self::from_scalar(scalar)
     }
 
@@ -54,19 +54,9 @@ impl HpkeSecretKey {
     }
 }
 
-/// The uncompressed public key of a P-256 scalar.
-pub(crate) fn p256_public_key(scalar: &SecretKey) -> Result<P256PublicKey, CryptoError> {
-    let sk = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, scalar.expose())
-        .map_err(|_| CryptoError::InvalidPublicKey)?;
-    let pk = sk
-        .compute_public_key()
-        .map_err(|_| CryptoError::Backend("p256 public key"))?;
-    P256PublicKey::from_bytes(pk.as_ref()).map_err(|_| CryptoError::Backend("p256 public key"))
-}
-
 /// Seals `plaintext` to `recipient` with `info` and empty AAD; returns `enc ‖ ct`.
 ///
-/// The recipient key must be on the curve ([`sign::check_point`]); a key
+/// The recipient key must be on the curve ([`crate::p256::check_point`]); a key
 /// that is not fails here too.
 pub fn seal(
     recipient: &P256PublicKey,

@@ -13,6 +13,12 @@ pub const EXPORT: &[u8] = b"kms/export/v1";
 pub const EXPORT_BUNDLE: &[u8] = b"kms/export-bundle/v1";
 /// Owner's export authorization signature context (PROTOCOL.md §6).
 pub const EXPORT_REQUEST: &[u8] = b"kms/export-request/v1";
+/// The identity key's receipt for a generated wallet (§7).
+pub const GENERATE_RECEIPT: &[u8] = b"kms/generate-receipt/v1";
+/// The identity key's signature over a derived public key (§8).
+pub const DERIVED_KEY: &[u8] = b"kms/derived-key/v1";
+/// What an owner signs to let a wallet sign (§9).
+pub const SIGN_REQUEST: &[u8] = b"kms/sign-request/v1";
 
 /// HKDF `info` deriving the key that seals import-session state from a master key.
 pub const SESSION_SEAL_KDF: &[u8] = b"kms/session-seal/v1";

@@ -3,15 +3,19 @@
 
 pub mod aead;
 pub mod audit;
+pub mod ed25519;
 pub mod envelope;
 pub mod error;
+pub mod hd;
 pub mod hpke;
 pub mod kdf;
 pub mod keyset;
 pub mod labels;
 pub mod material;
 pub mod messages;
+pub mod p256;
 pub mod rng;
+pub mod secp256k1;
 pub mod secret;
 pub mod sign;
 

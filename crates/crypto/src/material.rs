@@ -1,18 +1,12 @@
 //! Wallet key material: the plaintext JSON of PROTOCOL.md, "Key material
 //! plaintext", checked and held as a secret.
 
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use kms_protocol::key_material::KeyMaterialJson;
-use kms_protocol::{b64, KeyType, P256PublicKey};
+use kms_protocol::{b64, Curve, DerivationPath, KeyType, P256PublicKey};
 
-use crate::sign::{scalar_in_range, P256_N};
-use crate::{sign, SecretBytes, SecretKey};
-
-/// Order n of the secp256k1 group (SEC 2 §2.4.1), big-endian.
-const SECP256K1_N: [u8; 32] = [
-    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
-    0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
-];
+use crate::hd::{self, DeriveError, ExtendedKey};
+use crate::rng::RandomSource;
+use crate::{ed25519, p256, secp256k1, sign, CryptoError, SecretBytes, SecretKey};
 
 /// A plaintext that opened but is not valid key material. Carries no detail
 /// about which rule failed beyond a fixed reason for the log.
@@ -20,29 +14,79 @@ const SECP256K1_N: [u8; 32] = [
 #[error("invalid key material: {0}")]
 pub struct InvalidKeyMaterial(pub &'static str);
 
+/// Why a wallet cannot do what was asked of it (docs/protocol.md §§8–9,
+/// 422 `unsupported_operation`), or a backend failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyUseError {
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+impl From<DeriveError> for KeyUseError {
+    fn from(e: DeriveError) -> Self {
+        match e {
+            DeriveError::NormalStepOnEd25519 => {
+                Self::Unsupported("ed25519 derives hardened steps only")
+            }
+            DeriveError::WrongCurve => Self::Unsupported("this wallet has no keys on that curve"),
+            DeriveError::Crypto(c) => Self::Crypto(c),
+        }
+    }
+}
+
+/// One signing key of a wallet, on its curve.
+#[derive(Debug)]
+pub enum WalletKey {
+    Secp256k1(secp256k1::PrivateKey),
+    P256(p256::PrivateKey),
+    Ed25519(ed25519::PrivateKey),
+}
+
+impl WalletKey {
+    /// The signing key of an HD node.
+    pub fn from_node(node: &ExtendedKey) -> Result<Self, CryptoError> {
+        Self::new(node.curve(), node.private_key())
+    }
+
+    fn new(curve: Curve, key: &SecretKey) -> Result<Self, CryptoError> {
+        let copy = || SecretKey::from_array(*key.expose());
+        let bad = CryptoError::Backend("wallet key out of range");
+        Ok(match curve {
+            Curve::Secp256k1 => {
+                Self::Secp256k1(secp256k1::PrivateKey::from_scalar(key).ok_or(bad)?)
+            }
+            Curve::P256 => Self::P256(p256::PrivateKey::from_scalar(copy()).ok_or(bad)?),
+            Curve::Ed25519 => Self::Ed25519(ed25519::PrivateKey::from_seed(copy())?),
+        })
+    }
+
+    pub fn curve(&self) -> Curve {
+        match self {
+            Self::Secp256k1(_) => Curve::Secp256k1,
+            Self::P256(_) => Curve::P256,
+            Self::Ed25519(_) => Curve::Ed25519,
+        }
+    }
+
+    /// The public key as the service reports it (SEC1 compressed, or the
+    /// 32-byte ed25519 key).
+    pub fn public_key(&self) -> Vec<u8> {
+        match self {
+            Self::Secp256k1(k) => k.public_key().to_vec(),
+            Self::P256(k) => k.public_key_compressed().to_vec(),
+            Self::Ed25519(k) => k.public_key().to_vec(),
+        }
+    }
+}
+
 /// Checked key material: a private key of its type, and optionally the owner's key.
 #[derive(Debug)]
 pub struct KeyMaterial {
     key_type: KeyType,
     private_key: SecretBytes,
     owner_public_key: Option<P256PublicKey>,
-}
-
-/// The SEC1 compressed secp256k1 public key of the scalar `sk`, through
-/// k256's precomputed multiples of the generator (constant time, about a
-/// third of the generic multiplication's cost).
-fn secp256k1_public_key(sk: &[u8]) -> Result<[u8; 33], InvalidKeyMaterial> {
-    use k256::elliptic_curve::ops::MulByGenerator;
-    use k256::elliptic_curve::sec1::ToEncodedPoint;
-    let sk =
-        k256::SecretKey::from_slice(sk).map_err(|_| InvalidKeyMaterial("scalar out of range"))?;
-    let point = k256::ProjectivePoint::mul_by_generator(sk.to_nonzero_scalar().as_ref());
-    point
-        .to_affine()
-        .to_encoded_point(true)
-        .as_bytes()
-        .try_into()
-        .map_err(|_| InvalidKeyMaterial("scalar out of range"))
 }
 
 impl KeyMaterial {
@@ -53,25 +97,26 @@ impl KeyMaterial {
         private_key: SecretBytes,
         owner_public_key: Option<P256PublicKey>,
     ) -> Result<Self, InvalidKeyMaterial> {
-        let (min, max) = key_type.private_key_len();
-        if !(min..=max).contains(&private_key.len()) {
+        if !key_type.private_key_len_ok(private_key.len()) {
             return Err(InvalidKeyMaterial("private_key has the wrong length"));
         }
         let as32 = || SecretKey::from_slice(private_key.expose());
         match key_type {
             KeyType::Secp256k1 => {
                 let k = as32().ok_or(InvalidKeyMaterial("length"))?;
-                if !scalar_in_range(k.expose(), &SECP256K1_N) {
-                    return Err(InvalidKeyMaterial("scalar out of range"));
-                }
+                secp256k1::PrivateKey::from_scalar(&k)
+                    .ok_or(InvalidKeyMaterial("scalar out of range"))?;
             }
             KeyType::P256 => {
                 let k = as32().ok_or(InvalidKeyMaterial("length"))?;
-                if !scalar_in_range(k.expose(), &P256_N) {
+                if !p256::scalar_in_range(k.expose(), &p256::P256_N) {
                     return Err(InvalidKeyMaterial("scalar out of range"));
                 }
             }
-            KeyType::Ed25519 | KeyType::Raw => {}
+            KeyType::Bip32 => {
+                ExtendedKey::from_bip32(private_key.expose()).map_err(InvalidKeyMaterial)?;
+            }
+            KeyType::Ed25519 | KeyType::Raw | KeyType::Bip39 => {}
         }
         if let Some(owner) = &owner_public_key {
             sign::check_point(owner)
@@ -158,34 +203,134 @@ impl KeyMaterial {
         self.owner_public_key.as_ref()
     }
 
-    /// The public key the service reports: SEC1 compressed for secp256k1 and
-    /// P-256, the 32-byte RFC 8032 key for ed25519, none for raw.
-    pub fn public_key(&self) -> Result<Option<Vec<u8>>, InvalidKeyMaterial> {
-        let pk = self.private_key.expose();
-        Ok(match self.key_type {
-            KeyType::Secp256k1 => Some(secp256k1_public_key(pk)?.to_vec()),
+    /// Fresh material of `key_type` from `rng` (docs/protocol.md §7):
+    /// 32 bytes of BIP-39 entropy, a BIP-32 master node of 32 random seed
+    /// bytes, a scalar in [1, n−1] or an RFC 8032 seed. `raw` is refused.
+    pub fn generate_with_rng(
+        key_type: KeyType,
+        owner_public_key: Option<P256PublicKey>,
+        rng: &mut impl RandomSource,
+    ) -> Result<Self, CryptoError> {
+        let private_key = match key_type {
+            KeyType::Raw => return Err(CryptoError::Unsupported("raw keys are imported")),
+            KeyType::Bip39 => {
+                let mut entropy = SecretKey::from_array([0; 32]);
+                rng.fill(entropy.expose_mut())?;
+                SecretBytes::new(entropy.expose().to_vec())
+            }
+            KeyType::Bip32 => hd::generate_bip32(rng)?,
+            KeyType::Secp256k1 => {
+                let k = secp256k1::PrivateKey::generate_with_rng(rng)?;
+                SecretBytes::new(k.scalar().expose().to_vec())
+            }
             KeyType::P256 => {
-                let scalar = SecretKey::from_slice(pk).ok_or(InvalidKeyMaterial("length"))?;
-                let full = crate::hpke::p256_public_key(&scalar)
-                    .map_err(|_| InvalidKeyMaterial("scalar out of range"))?;
-                Some(compress(full.as_bytes()).to_vec())
+                let k = p256::PrivateKey::generate_with_rng(rng)?;
+                SecretBytes::new(k.scalar().expose().to_vec())
             }
             KeyType::Ed25519 => {
-                let pair = Ed25519KeyPair::from_seed_unchecked(pk)
-                    .map_err(|_| InvalidKeyMaterial("ed25519 seed"))?;
-                Some(pair.public_key().as_ref().to_vec())
+                let k = ed25519::PrivateKey::generate_with_rng(rng)?;
+                SecretBytes::new(k.seed().expose().to_vec())
             }
-            KeyType::Raw => None,
-        })
+        };
+        Self::new(key_type, private_key, owner_public_key)
+            .map_err(|_| CryptoError::Backend("generated key material failed its own checks"))
     }
-}
 
-/// SEC1 compressed form of an uncompressed point: `0x02|0x03 (Y parity) ‖ X`.
-fn compress(uncompressed: &[u8; 65]) -> [u8; 33] {
-    let mut out = [0u8; 33];
-    out[0] = 0x02 | (uncompressed[64] & 1);
-    out[1..].copy_from_slice(&uncompressed[1..33]);
-    out
+    /// The public key the service reports: SEC1 compressed for secp256k1,
+    /// P-256 and a `bip32` node, the 32-byte RFC 8032 key for ed25519, none
+    /// for `raw` and `bip39`.
+    pub fn public_key(&self) -> Result<Option<Vec<u8>>, InvalidKeyMaterial> {
+        if self.key_type == KeyType::Bip32 {
+            let node =
+                ExtendedKey::from_bip32(self.private_key.expose()).map_err(InvalidKeyMaterial)?;
+            return Ok(Some(node.public_key().to_vec()));
+        }
+        let Some(curve) = self.key_type.single_key_curve() else {
+            return Ok(None);
+        };
+        let k =
+            SecretKey::from_slice(self.private_key.expose()).ok_or(InvalidKeyMaterial("length"))?;
+        WalletKey::new(curve, &k)
+            .map(|k| Some(k.public_key()))
+            .map_err(|_| InvalidKeyMaterial("scalar out of range"))
+    }
+
+    /// The node `m` of an HD wallet on `curve` (docs/protocol.md §8): the
+    /// master node of the BIP-39 seed, or the stored BIP-32 node.
+    pub fn hd_root(&self, curve: Curve) -> Result<ExtendedKey, KeyUseError> {
+        if !self.key_type.is_hd() {
+            return Err(KeyUseError::Unsupported(
+                "a single-key wallet has no derivation tree",
+            ));
+        }
+        if !self.key_type.has_curve(curve) {
+            return Err(KeyUseError::Unsupported(
+                "this wallet has no keys on that curve",
+            ));
+        }
+        match self.key_type {
+            KeyType::Bip39 => {
+                let seed = hd::bip39_seed(self.private_key.expose())?;
+                Ok(ExtendedKey::master(curve, seed.expose())?)
+            }
+            _ => ExtendedKey::from_bip32(self.private_key.expose())
+                .map_err(|_| KeyUseError::Crypto(CryptoError::Backend("stored bip32 node"))),
+        }
+    }
+
+    /// The node at `path` on `curve`, checked as §8 asks: HD wallets only,
+    /// a curve the wallet has, hardened steps only on ed25519.
+    pub fn derive(&self, curve: Curve, path: &DerivationPath) -> Result<ExtendedKey, KeyUseError> {
+        if !self.key_type.is_hd() {
+            return Err(KeyUseError::Unsupported(
+                "a single-key wallet has no derivation tree",
+            ));
+        }
+        if !self.key_type.has_curve(curve) {
+            return Err(KeyUseError::Unsupported(
+                "this wallet has no keys on that curve",
+            ));
+        }
+        if curve == Curve::Ed25519 && !path.all_hardened() {
+            return Err(KeyUseError::Unsupported(
+                "ed25519 derives hardened steps only",
+            ));
+        }
+        Ok(self.hd_root(curve)?.derive(path)?)
+    }
+
+    /// The key that signs on `curve`: the one key of a single-key wallet
+    /// (no `path` allowed) or the node at `path` of an HD wallet (`path`
+    /// required), docs/protocol.md §9.
+    pub fn signing_key(
+        &self,
+        curve: Curve,
+        path: Option<&DerivationPath>,
+    ) -> Result<WalletKey, KeyUseError> {
+        match (self.key_type.is_hd(), path) {
+            (_, _) if self.key_type == KeyType::Raw => {
+                Err(KeyUseError::Unsupported("a raw wallet cannot sign"))
+            }
+            (true, None) => Err(KeyUseError::Unsupported("an HD wallet signs with a path")),
+            (false, Some(_)) => Err(KeyUseError::Unsupported(
+                "a single-key wallet signs without a path",
+            )),
+            (true, Some(path)) => {
+                let node = self.derive(curve, path)?;
+                Ok(WalletKey::new(curve, node.private_key())?)
+            }
+            (false, None) => {
+                if self.key_type.single_key_curve() != Some(curve) {
+                    return Err(KeyUseError::Unsupported(
+                        "this wallet's key is on another curve",
+                    ));
+                }
+                let k = SecretKey::from_slice(self.private_key.expose())
+                    .ok_or(CryptoError::Backend("stored key length"))?;
+                Ok(WalletKey::new(curve, &k)?)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -207,36 +352,6 @@ mod tests {
             m.to_export_plaintext().expose(),
             br#"{"v":1,"key_type":"raw","private_key":"YWJj"}"#
         );
-    }
-
-    /// The table-driven secp256k1 public key agrees with k256's generic
-    /// multiplication, over keys whose scalars touch every window.
-    #[test]
-    fn secp256k1_public_key_matches_the_generic_multiplication() {
-        use k256::elliptic_curve::sec1::ToEncodedPoint;
-        let mut n = SECP256K1_N;
-        n[31] -= 1;
-        let mut keys = vec![n, [0x11; 32], [0x7f; 32]];
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..32 {
-            let mut k = [0u8; 32];
-            for b in k.iter_mut() {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
-                *b = (state >> 56) as u8;
-            }
-            keys.push(k);
-        }
-        for k in keys {
-            let generic = k256::SecretKey::from_slice(&k).unwrap().public_key();
-            assert_eq!(
-                secp256k1_public_key(&k).unwrap()[..],
-                *generic.to_encoded_point(true).as_bytes(),
-                "key {}",
-                crate::hex(&k)
-            );
-        }
     }
 
     #[test]
@@ -276,11 +391,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_material() {
-        let mut n = SECP256K1_N;
+        let mut n = secp256k1::N;
         assert!(KeyMaterial::from_plaintext(&pt("secp256k1", &n)).is_err());
         n[31] -= 1;
         assert!(KeyMaterial::from_plaintext(&pt("secp256k1", &n)).is_ok());
-        assert!(KeyMaterial::from_plaintext(&pt("p256", &P256_N)).is_err());
+        assert!(KeyMaterial::from_plaintext(&pt("p256", &p256::P256_N)).is_err());
         assert!(KeyMaterial::from_plaintext(&pt("p256", &[0; 32])).is_err());
         assert!(KeyMaterial::from_plaintext(&pt("secp256k1", &[1; 31])).is_err());
         assert!(KeyMaterial::from_plaintext(&pt("ed25519", &[1; 33])).is_err());

@@ -1,7 +1,8 @@
-//! The byte layouts of every signed message (PROTOCOL.md §§2–4, 6).
+//! The byte layouts of every signed message (PROTOCOL.md §§2–4, 6–9).
 //! `‖` is concatenation; ids are their 16 bytes; integers big-endian.
 
-use kms_protocol::{Id, KeyType, P256PublicKey};
+use kms_protocol::api::Algorithm;
+use kms_protocol::{Curve, DerivationPath, Id, KeyType, P256PublicKey};
 
 use crate::{labels, sha256};
 
@@ -15,7 +16,7 @@ fn start(label: &[u8], capacity: usize) -> Vec<u8> {
 /// `u8(len(x)) ‖ x`, with an absent value as length 0.
 fn push_short(m: &mut Vec<u8>, x: Option<&[u8]>) {
     let x = x.unwrap_or_default();
-    // Every value passed here is at most 65 bytes (a key) or a key_type name.
+    // Every value passed here is at most 193 bytes (a path), 65 (a key) or a name.
     m.push(u8::try_from(x.len()).unwrap_or(u8::MAX));
     m.extend_from_slice(x);
 }
@@ -104,6 +105,71 @@ pub fn export_request(
     let mut m = start(labels::EXPORT_REQUEST, 16 + 65 + 8 + 32);
     m.extend_from_slice(wallet_id.as_bytes());
     m.extend_from_slice(recipient.as_bytes());
+    m.extend_from_slice(&expires_at.to_be_bytes());
+    m.extend_from_slice(&sha256(nonce));
+    m
+}
+
+/// Generate receipt (§7):
+/// `"kms/generate-receipt/v1" ‖ 0x00 ‖ wallet_id[16] ‖ u8(len(key_type)) ‖ key_type
+///  ‖ u8(len(public_key)) ‖ public_key ‖ u8(len(owner_public_key)) ‖ owner_public_key
+///  ‖ SHA-256(client_nonce)[32]` (absent keys length 0, absent nonce hashes as empty).
+pub fn generate_receipt(
+    wallet_id: &Id,
+    key_type: KeyType,
+    public_key: Option<&[u8]>,
+    owner_public_key: Option<&P256PublicKey>,
+    client_nonce: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut m = start(labels::GENERATE_RECEIPT, 16 + 10 + 34 + 66 + 32);
+    m.extend_from_slice(wallet_id.as_bytes());
+    push_short(&mut m, Some(key_type.as_str().as_bytes()));
+    push_short(&mut m, public_key);
+    push_short(&mut m, owner_public_key.map(|k| &k.as_bytes()[..]));
+    m.extend_from_slice(&sha256(client_nonce.unwrap_or_default()));
+    m
+}
+
+/// Derived key (§8):
+/// `"kms/derived-key/v1" ‖ 0x00 ‖ wallet_id[16] ‖ u8(len(curve)) ‖ curve
+///  ‖ u8(len(path)) ‖ path ‖ u8(len(public_key)) ‖ public_key ‖ chain_code[32]`.
+pub fn derived_key(
+    wallet_id: &Id,
+    curve: Curve,
+    path: &DerivationPath,
+    public_key: &[u8],
+    chain_code: &[u8; 32],
+) -> Vec<u8> {
+    let path = path.to_string();
+    let mut m = start(labels::DERIVED_KEY, 16 + 10 + 1 + path.len() + 34 + 32);
+    m.extend_from_slice(wallet_id.as_bytes());
+    push_short(&mut m, Some(curve.as_str().as_bytes()));
+    push_short(&mut m, Some(path.as_bytes()));
+    push_short(&mut m, Some(public_key));
+    m.extend_from_slice(chain_code);
+    m
+}
+
+/// Sign request, what an owner signs (§9):
+/// `"kms/sign-request/v1" ‖ 0x00 ‖ wallet_id[16] ‖ u8(len(algorithm)) ‖ algorithm
+///  ‖ u8(len(path)) ‖ path ‖ SHA-256(payload)[32] ‖ u8(len(merkle_root)) ‖ merkle_root
+///  ‖ u64be(expires_at) ‖ SHA-256(nonce)[32]` (absent path or root: length 0).
+pub fn sign_request(
+    wallet_id: &Id,
+    algorithm: Algorithm,
+    path: Option<&DerivationPath>,
+    payload: &[u8],
+    merkle_root: Option<&[u8; 32]>,
+    expires_at: u64,
+    nonce: &[u8],
+) -> Vec<u8> {
+    let path = path.map(|p| p.to_string());
+    let mut m = start(labels::SIGN_REQUEST, 16 + 26 + 194 + 32 + 33 + 8 + 32);
+    m.extend_from_slice(wallet_id.as_bytes());
+    push_short(&mut m, Some(algorithm.as_str().as_bytes()));
+    push_short(&mut m, path.as_deref().map(str::as_bytes));
+    m.extend_from_slice(&sha256(payload));
+    push_short(&mut m, merkle_root.map(|r| &r[..]));
     m.extend_from_slice(&expires_at.to_be_bytes());
     m.extend_from_slice(&sha256(nonce));
     m

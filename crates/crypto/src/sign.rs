@@ -4,38 +4,14 @@
 //! with the private key and digest mixed in, so a weak RNG alone does not
 //! leak the key (PROTOCOL.md, "Encodings").
 
-use aws_lc_rs::agreement;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair};
 use kms_protocol::{P256PublicKey, Signature};
 
+pub use crate::p256::check_point;
+use crate::p256::{p256_public_key, random_p256_scalar, scalar_in_range, P256_N};
 use crate::rng::{RandomSource, SystemRng};
 use crate::{CryptoError, SecretKey};
-
-/// Order n of the P-256 group (SEC 2 §2.4.2), big-endian.
-pub(crate) const P256_N: [u8; 32] = [
-    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
-];
-
-/// Whether a 32-byte big-endian scalar lies in [1, n−1].
-pub(crate) fn scalar_in_range(scalar: &[u8; 32], n: &[u8; 32]) -> bool {
-    scalar.iter().any(|&b| b != 0) && scalar < n
-}
-
-/// A P-256 scalar in [1, n−1], rejection-sampled from `rng`.
-pub(crate) fn random_p256_scalar(rng: &mut impl RandomSource) -> Result<SecretKey, CryptoError> {
-    for _ in 0..64 {
-        let mut k = SecretKey::from_array([0; 32]);
-        rng.fill(k.expose_mut())?;
-        if scalar_in_range(k.expose(), &P256_N) {
-            return Ok(k);
-        }
-    }
-    Err(CryptoError::Backend(
-        "random source produced no valid scalar",
-    ))
-}
 
 /// A P-256 signing key (the identity key, or an owner's key in the SDK).
 pub struct SigningKey {
@@ -66,7 +42,7 @@ impl SigningKey {
         if !scalar_in_range(scalar.expose(), &P256_N) {
             return Err(CryptoError::Unsupported("P-256 scalar out of range"));
         }
-        let public = crate::hpke::p256_public_key(&scalar)?;
+        let public = p256_public_key(&scalar)?;
         let pair = EcdsaKeyPair::from_private_key_and_public_key(
             &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
             scalar.expose(),
@@ -107,15 +83,6 @@ pub fn verify(public: &P256PublicKey, message: &[u8], sig: &Signature) -> Result
         .map_err(|_| CryptoError::BadSignature)
 }
 
-/// Checks that a key of the right shape is a point on P-256 (the check
-/// PROTOCOL.md leaves to the secure environment).
-pub fn check_point(public: &P256PublicKey) -> Result<(), CryptoError> {
-    let unparsed = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, public.as_bytes());
-    agreement::ParsedPublicKey::try_from(&unparsed)
-        .map(|_| ())
-        .map_err(|_| CryptoError::InvalidPublicKey)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,14 +110,9 @@ mod tests {
         assert_eq!(check_point(&off), Err(CryptoError::InvalidPublicKey));
         assert!(crate::hpke::seal(&off, b"i", b"p").is_err());
     }
-
     #[test]
-    fn scalar_range() {
-        assert!(!scalar_in_range(&[0; 32], &P256_N));
-        assert!(!scalar_in_range(&P256_N, &P256_N));
-        let mut below = P256_N;
-        below[31] -= 1;
-        assert!(scalar_in_range(&below, &P256_N));
+    fn out_of_range_scalars_are_refused() {
         assert!(SigningKey::from_scalar(SecretKey::from_array(P256_N)).is_err());
+        assert!(SigningKey::from_scalar(SecretKey::from_array([0; 32])).is_err());
     }
 }

@@ -82,14 +82,13 @@ pub fn binaries() -> &'static Binaries {
 /// The key set in a secure environment's data dir, opened with the
 /// default local root key file (for tests that look inside it).
 pub fn open_key_set(data_dir: &Path) -> kms_crypto::keyset::KeySet {
-    let spec =
-        secure_environment::root::RootKeySpec::Local(secure_environment::root::LocalSettings {
-            key_file: data_dir.join(secure_environment::keystore::ROOT_KEY_FILE),
-            passphrase_file: None,
-            passphrase_env: "KMS_E2E_UNSET_PASSPHRASE",
-            argon2: kms_crypto::kdf::Argon2Params::DEFAULT,
-        });
-    secure_environment::keystore::load_or_create(data_dir, &spec)
+    let spec = secure_runtime::root::RootKeySpec::Local(secure_runtime::root::LocalSettings {
+        key_file: data_dir.join(secure_runtime::keystore::ROOT_KEY_FILE),
+        passphrase_file: None,
+        passphrase_env: "KMS_E2E_UNSET_PASSPHRASE",
+        argon2: kms_crypto::kdf::Argon2Params::DEFAULT,
+    });
+    secure_runtime::keystore::load_or_create(data_dir, &spec)
         .expect("the key set opens")
         .keys
 }

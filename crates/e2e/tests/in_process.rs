@@ -17,8 +17,8 @@ use kms_crypto::keyset::KeySet;
 use kms_protocol::api::ImportEnvelope;
 use kms_protocol::internal::Import;
 use kms_protocol::{b64, HpkeCiphertext};
-use secure_environment::audit::AuditLog;
-use secure_environment::SecureRuntime;
+use secure_runtime::audit::AuditLog;
+use secure_runtime::SecureRuntime;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -198,7 +198,7 @@ async fn the_secure_environment_remembers_completed_sessions() {
         .trusted_env_exec(|env| env.import(&req))
         .unwrap_err();
     assert!(
-        matches!(again.error, secure_environment::EnvError::SessionUsed),
+        matches!(again.error, secure_runtime::EnvError::SessionUsed),
         "{again:?}"
     );
     // Unrelated sessions are unaffected.
@@ -223,7 +223,7 @@ async fn the_secure_environment_routes_answer_in_the_error_format() {
         audit,
         TTL,
         String::new(),
-        secure_environment::runtime::system_clock(),
+        secure_runtime::runtime::system_clock(),
     );
     let app = secure_environment::server::app(runtime);
     for (method, path, status, code) in [

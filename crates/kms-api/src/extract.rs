@@ -38,19 +38,24 @@ pub async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     }
 }
 
-/// Parses a request body: a JSON object (empty counts as `{}`).
+/// Parses a request body: a JSON object (empty counts as `{}`). The whole
+/// body must be UTF-8 (RFC 8259 §8.1), members the service ignores
+/// included: serde_json skips an ignored string without decoding it, so
+/// the check is made here, on every byte, before parsing.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ApiError::bad_request("the request body is not valid UTF-8"))?;
+    let text: &str = if text.bytes().all(|b| b.is_ascii_whitespace()) {
+        "{}"
     } else {
-        bytes
+        text
     };
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if text.bytes().find(|b| !b.is_ascii_whitespace()) != Some(b'{') {
         return Err(ApiError::bad_request(
             "the request body must be a JSON object",
         ));
     }
-    serde_json::from_slice(bytes)
+    serde_json::from_str(text)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
@@ -230,5 +235,22 @@ mod tests {
         assert!(parse_json::<T>(b"null").is_err());
         assert!(parse_json::<T>(b"{\"a\": 1} {}").is_err());
         assert!(parse_json::<T>(b"{\"a\": 1, \"a\": 1}").is_err());
+    }
+
+    /// Invalid UTF-8 is refused wherever it is, in an ignored member too.
+    #[test]
+    fn bodies_must_be_utf8() {
+        #[derive(serde::Deserialize, Debug)]
+        struct T {}
+        assert!(parse_json::<T>(b"{\"x\":\"ok \xc3\xa9\"}").is_ok());
+        for bad in [
+            &b"{\"x\":\"\xff\xfe\"}"[..],
+            b"{\"x\":\"\xc3\"}",
+            b"{\"x\":\"\xed\xa0\x80\"}",
+            b"{\"x\":1} \xff",
+        ] {
+            let e = parse_json::<T>(bad).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidRequest, "{bad:?}");
+        }
     }
 }

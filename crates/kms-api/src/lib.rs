@@ -8,12 +8,22 @@ pub mod extract;
 pub mod openapi;
 pub mod relay;
 pub mod routes;
+pub mod wallet_keys;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::ApiError;
-pub use routes::app;
+
+/// kms-api's router: every public route, the OpenAPI document, and the
+/// middleware around them.
+pub fn app(state: AppState) -> axum::Router {
+    let routes = routes::routes().merge(wallet_keys::routes()).route(
+        "/v1/openapi.json",
+        axum::routing::get(openapi::openapi_json),
+    );
+    routes::with_middleware(routes, state)
+}
 
 /// Seconds since the Unix epoch; injectable so tests can move time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;

@@ -237,6 +237,33 @@ impl SecureEnvClient {
     }
 }
 
+/// Calls the secure environment. A refusal it recorded in the audit log is
+/// stored here before it is answered; if that fails, the answer is 503
+/// (fail closed: nothing leaves without its record stored).
+pub async fn relay<Q: serde::Serialize, R: serde::de::DeserializeOwned>(
+    s: &crate::AppState,
+    path: &str,
+    body: &Q,
+) -> Result<R, crate::ApiError> {
+    match s.env.post(path, body).await {
+        Ok(r) => Ok(r),
+        Err(RelayError::Refused {
+            code,
+            message,
+            audit: Some(audit),
+        }) => {
+            s.store.insert_audit(&audit).await?;
+            Err(RelayError::Refused {
+                code,
+                message,
+                audit: None,
+            }
+            .into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

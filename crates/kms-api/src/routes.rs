@@ -23,29 +23,17 @@ use kms_store::SessionRecord;
 
 use crate::error::error_response;
 use crate::extract::{AuditQuery, JsonBody, ListQuery, PathId};
-use crate::relay::RelayError;
+use crate::relay::relay;
 use crate::{ApiError, AppState};
 
 /// Budget for a whole client request (DESIGN.md, "timeouts").
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// kms-api's router.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/attestation", get(attestation))
-        .route("/v1/import-sessions", post(start_import_session))
-        .route(
-            "/v1/import-sessions/{session_id}/complete",
-            post(complete_import),
-        )
-        .route("/v1/wallets", get(list_wallets))
-        .route("/v1/wallets/{wallet_id}", get(wallet))
-        .route("/v1/wallets/{wallet_id}/export", post(export_wallet))
-        .route("/v1/data-keys", post(generate_data_key))
-        .route("/v1/data-keys/decrypt", post(decrypt_data_key))
-        .route("/v1/audit", get(audit))
-        .route("/v1/openapi.json", get(openapi_json))
+/// The public routes of §§0–6 and the middleware around every route; the
+/// crate root adds the wallet-key routes and the OpenAPI document
+/// ([`crate::app`]), so this module depends on neither.
+pub(crate) fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(|| async { error_response(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             error_response(
@@ -56,6 +44,27 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(limit_declared_length))
         .layer(middleware::from_fn(request_context))
         .with_state(state)
+}
+
+/// The routes of §§0–6.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/attestation", get(attestation))
+        .route("/v1/import-sessions", post(start_import_session))
+        .route(
+            "/v1/import-sessions/{session_id}/complete",
+            post(complete_import),
+        )
+        .route(
+            "/v1/wallets",
+            get(list_wallets).post(crate::wallet_keys::generate),
+        )
+        .route("/v1/wallets/{wallet_id}", get(wallet))
+        .route("/v1/wallets/{wallet_id}/export", post(export_wallet))
+        .route("/v1/data-keys", post(generate_data_key))
+        .route("/v1/data-keys/decrypt", post(decrypt_data_key))
+        .route("/v1/audit", get(audit))
 }
 
 /// 413 from the declared length alone, before routing or reading.
@@ -131,33 +140,6 @@ async fn attestation(State(s): State<AppState>) -> Result<Json<Attestation>, Api
         measurement: id.measurement,
         document: None,
     }))
-}
-
-/// Calls the secure environment. A refusal it recorded in the audit log is
-/// stored here before it is answered; if that fails, the answer is 503
-/// (fail closed: nothing leaves without its record stored).
-async fn relay<Q: serde::Serialize, R: serde::de::DeserializeOwned>(
-    s: &AppState,
-    path: &str,
-    body: &Q,
-) -> Result<R, ApiError> {
-    match s.env.post(path, body).await {
-        Ok(r) => Ok(r),
-        Err(RelayError::Refused {
-            code,
-            message,
-            audit: Some(audit),
-        }) => {
-            s.store.insert_audit(&audit).await?;
-            Err(RelayError::Refused {
-                code,
-                message,
-                audit: None,
-            }
-            .into())
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 #[utoipa::path(post, path = "/v1/import-sessions", tag = "import",
@@ -418,12 +400,6 @@ fn page<T, K>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> K) -> (Vec<T>, 
     items.truncate(limit);
     let next = if more { items.last().map(key) } else { None };
     (items, next)
-}
-
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
-    responses((status = 200, description = "this document", content_type = "application/json")))]
-async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::document())
 }
 
 /// Copies audit records kms-api missed (a crash between the secure

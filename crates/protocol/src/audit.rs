@@ -17,7 +17,17 @@
 //! every earlier record's body is unchanged):
 //! ```text
 //!   ‖ u8(len(data_key_id)) ‖ data_key_id ‖ u8(len(master_key_version)) ‖ u32be(master_key_version)
-//! ``` `signature` is the identity key's
+//! ```
+//! Records of generated wallets, derivations and signatures carry four
+//! more, appended only when any is present (after the two above, which
+//! are then written too, empty if absent):
+//! ```text
+//!   ‖ u8(len(algorithm)) ‖ algorithm ‖ u8(len(curve)) ‖ curve ‖ u8(len(path)) ‖ path
+//!   ‖ u8(len(payload_sha256)) ‖ payload_sha256
+//! ```
+//! `algorithm`, `curve` and `path` are their ASCII names (a path is at
+//! most 193 bytes), `payload_sha256` the 32-byte SHA-256 of the signed
+//! payload — never the payload itself. `signature` is the identity key's
 //! ECDSA P-256 / SHA-256 signature (P1363) over the body; the record's hash
 //! is `SHA-256(body ‖ signature)`, and the next record carries it as
 //! `prev_hash`. The first record (seq 1) has 32 zero bytes as `prev_hash`.
@@ -27,7 +37,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{Id, KeyType, Signature};
+use crate::api::Algorithm;
+use crate::{Curve, DerivationPath, Id, KeyType, Signature};
 
 /// Domain-separation label of the signed body.
 pub const AUDIT_RECORD_LABEL: &[u8] = b"kms/audit-record/v1";
@@ -58,6 +69,12 @@ pub enum AuditEvent {
     DataKeyGenerated,
     /// A data key was decrypted, or its decryption refused.
     DataKeyDecrypted,
+    /// A wallet was generated inside the secure environment (§7).
+    WalletGenerated,
+    /// A public key was derived from an HD wallet, or the derivation refused (§8).
+    KeyDerived,
+    /// A payload was signed, or the signature refused (§9).
+    Sign,
 }
 
 impl AuditEvent {
@@ -73,6 +90,9 @@ impl AuditEvent {
             Self::KeysetResealed => "keyset_resealed",
             Self::DataKeyGenerated => "data_key_generated",
             Self::DataKeyDecrypted => "data_key_decrypted",
+            Self::WalletGenerated => "wallet_generated",
+            Self::KeyDerived => "key_derived",
+            Self::Sign => "sign",
         }
     }
 }
@@ -145,6 +165,18 @@ pub struct AuditRecord {
     /// The master key version concerned (rotation, retirement, data keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_key_version: Option<u32>,
+    /// The signature algorithm (signatures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<Algorithm>,
+    /// The curve of a derived key (derivations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve: Option<Curve>,
+    /// The derivation path (derivations, HD signatures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<DerivationPath>,
+    /// SHA-256 of the signed payload (signatures); never the payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_sha256: Option<Digest32>,
     pub prev_hash: Digest32,
     pub signature: Signature,
 }
@@ -162,6 +194,10 @@ pub struct AuditEntry {
     pub owner_fingerprint: Option<Digest32>,
     pub data_key_id: Option<Id>,
     pub master_key_version: Option<u32>,
+    pub algorithm: Option<Algorithm>,
+    pub curve: Option<Curve>,
+    pub path: Option<DerivationPath>,
+    pub payload_sha256: Option<Digest32>,
 }
 
 impl AuditEntry {
@@ -176,7 +212,18 @@ impl AuditEntry {
             owner_fingerprint: None,
             data_key_id: None,
             master_key_version: None,
+            algorithm: None,
+            curve: None,
+            path: None,
+            payload_sha256: None,
         }
+    }
+
+    fn has_hd_fields(&self) -> bool {
+        self.algorithm.is_some()
+            || self.curve.is_some()
+            || self.path.is_some()
+            || self.payload_sha256.is_some()
     }
 }
 
@@ -230,7 +277,7 @@ pub fn signed_body(seq: u64, time: u64, prev_hash: &Digest32, e: &AuditEntry) ->
             .map(|d| &d.0[..])
             .unwrap_or_default(),
     );
-    if e.data_key_id.is_some() || e.master_key_version.is_some() {
+    if e.data_key_id.is_some() || e.master_key_version.is_some() || e.has_hd_fields() {
         push_short(
             &mut m,
             e.data_key_id
@@ -240,6 +287,27 @@ pub fn signed_body(seq: u64, time: u64, prev_hash: &Digest32, e: &AuditEntry) ->
         );
         let v = e.master_key_version.map(u32::to_be_bytes);
         push_short(&mut m, v.as_ref().map(|b| &b[..]).unwrap_or_default());
+    }
+    if e.has_hd_fields() {
+        push_short(
+            &mut m,
+            e.algorithm
+                .map(|a| a.as_str().as_bytes())
+                .unwrap_or_default(),
+        );
+        push_short(
+            &mut m,
+            e.curve.map(|c| c.as_str().as_bytes()).unwrap_or_default(),
+        );
+        let path = e.path.map(|p| p.to_string()).unwrap_or_default();
+        push_short(&mut m, path.as_bytes());
+        push_short(
+            &mut m,
+            e.payload_sha256
+                .as_ref()
+                .map(|d| &d.0[..])
+                .unwrap_or_default(),
+        );
     }
     m
 }
@@ -256,6 +324,10 @@ impl AuditRecord {
             owner_fingerprint: self.owner_fingerprint,
             data_key_id: self.data_key_id,
             master_key_version: self.master_key_version,
+            algorithm: self.algorithm,
+            curve: self.curve,
+            path: self.path,
+            payload_sha256: self.payload_sha256,
         }
     }
 
@@ -308,6 +380,26 @@ mod tests {
         let t = signed_body(7, 9, &Digest32([1; 32]), &e);
         assert_eq!(&t[..131], &b[..]);
         assert_eq!(&t[131..], b"\x00\x04\x00\x00\x00\x03");
+        // The derivation and signature fields come after it, which is
+        // then written even when empty.
+        let mut h = AuditEntry::new(AuditEvent::Sign, "ok");
+        h.wallet_id = e.wallet_id;
+        h.algorithm = Some(Algorithm::EcdsaSecp256k1);
+        h.path = Some(DerivationPath::parse("m/0'/1").unwrap());
+        h.payload_sha256 = Some(Digest32([9; 32]));
+        let s = signed_body(7, 9, &Digest32([1; 32]), &h);
+        let mut want = b"\x00\x00\x0fecdsa-secp256k1\x00\x06m/0'/1\x20".to_vec();
+        want.extend_from_slice(&[9; 32]);
+        assert!(s.ends_with(&want));
+        // label, seq, time, prev, "sign", "ok", no session, the wallet, no
+        // key type, recipient or owner: 97 bytes before the tail.
+        assert_eq!(s.len(), 97 + want.len());
+        let only_curve = AuditEntry {
+            curve: Some(Curve::P256),
+            ..AuditEntry::new(AuditEvent::KeyDerived, "ok")
+        };
+        let c = signed_body(1, 1, &Digest32([0; 32]), &only_curve);
+        assert!(c.ends_with(b"\x00\x00\x00\x04p256\x00\x00"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub enum ErrorCode {
     SessionExpired,
     DecryptionFailed,
     InvalidKeyMaterial,
+    UnsupportedOperation,
     InternalError,
     Unavailable,
 }
@@ -33,7 +34,7 @@ impl ErrorCode {
             Self::AuthorizationFailed => 403,
             Self::SessionUsed => 409,
             Self::SessionExpired => 410,
-            Self::DecryptionFailed | Self::InvalidKeyMaterial => 422,
+            Self::DecryptionFailed | Self::InvalidKeyMaterial | Self::UnsupportedOperation => 422,
             Self::InternalError => 500,
             Self::Unavailable => 503,
         }
@@ -51,6 +52,7 @@ impl ErrorCode {
             Self::SessionExpired => "session_expired",
             Self::DecryptionFailed => "decryption_failed",
             Self::InvalidKeyMaterial => "invalid_key_material",
+            Self::UnsupportedOperation => "unsupported_operation",
             Self::InternalError => "internal_error",
             Self::Unavailable => "unavailable",
         }

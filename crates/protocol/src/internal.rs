@@ -8,10 +8,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Authorization, ExportBundle, ImportEnvelope, ImportReceipt};
+use crate::api::{
+    Authorization, DerivedKey, ExportBundle, GenerateReceipt, GenerateWallet, ImportEnvelope,
+    ImportReceipt, SignRequest, SignResponse,
+};
 use crate::audit::AuditRecord;
 use crate::error::ErrorDetail;
-use crate::{Bytes, HpkeCiphertext, Id, KeyType, Nonce, P256PublicKey};
+use crate::{Bytes, Curve, DerivationPath, HpkeCiphertext, Id, KeyType, Nonce, P256PublicKey};
 
 pub const PATH_HEALTH: &str = "/internal/v1/health";
 pub const PATH_IDENTITY: &str = "/internal/v1/identity";
@@ -174,4 +177,52 @@ pub struct Export {
     pub record: WalletRecord,
     pub recipient_public_key: P256PublicKey,
     pub authorization: Option<Authorization>,
+}
+
+/// `POST /internal/v1/wallets`: make a wallet inside the secure environment.
+pub const PATH_GENERATE: &str = "/internal/v1/wallets";
+/// `POST /internal/v1/derive`: a public key at a path of an HD wallet.
+pub const PATH_DERIVE: &str = "/internal/v1/derive";
+/// `POST /internal/v1/sign`: a signature by a wallet's key.
+pub const PATH_SIGN: &str = "/internal/v1/sign";
+
+/// `POST /internal/v1/wallets`: the client's request as kms-api checked it.
+pub type Generate = GenerateWallet;
+
+/// Reply to [`Generate`]: the receipt for the client, the record to store
+/// and the audit record, both stored before the client hears of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generated {
+    pub receipt: GenerateReceipt,
+    pub record: WalletRecord,
+    pub audit: AuditRecord,
+}
+
+/// `POST /internal/v1/derive`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Derive {
+    pub record: WalletRecord,
+    pub curve: Curve,
+    pub path: DerivationPath,
+}
+
+/// Reply to [`Derive`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Derived {
+    pub key: DerivedKey,
+    pub audit: AuditRecord,
+}
+
+/// `POST /internal/v1/sign`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sign {
+    pub record: WalletRecord,
+    pub request: SignRequest,
+}
+
+/// Reply to [`Sign`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signed {
+    pub response: SignResponse,
+    pub audit: AuditRecord,
 }

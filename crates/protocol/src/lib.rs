@@ -7,6 +7,7 @@ pub mod audit;
 pub mod b64;
 pub mod data_key;
 pub mod error;
+pub mod hd;
 pub mod id;
 pub mod internal;
 pub mod key_material;
@@ -15,9 +16,10 @@ mod openapi;
 pub mod types;
 
 pub use error::{ErrorBody, ErrorCode};
+pub use hd::{ChildNumber, DerivationPath};
 pub use id::Id;
-pub use key_material::KeyType;
-pub use types::{Bytes, HpkeCiphertext, Nonce, P256PublicKey, Signature};
+pub use key_material::{Curve, KeyType};
+pub use types::{Bytes, Bytes32, HpkeCiphertext, Nonce, P256PublicKey, Signature};
 
 /// Largest request body either server reads (PROTOCOL.md, "Request bodies").
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

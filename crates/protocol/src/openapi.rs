@@ -9,7 +9,7 @@ use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::audit::Digest32;
-use crate::{Bytes, HpkeCiphertext, Id, Nonce, P256PublicKey, Signature};
+use crate::{Bytes, Bytes32, DerivationPath, HpkeCiphertext, Id, Nonce, P256PublicKey, Signature};
 
 /// Canonical base64url without padding: whole quanta of 4 characters,
 /// then a 2- or 3-character tail whose unused low bits are zero. The
@@ -71,9 +71,35 @@ schema!(
     Signature,
     "Signature",
     b64(
-        "ECDSA P-256 signature r‖s (64 bytes), base64url",
+        "a 64-byte signature (ECDSA r‖s, BIP-340 or Ed25519), base64url",
         "^[A-Za-z0-9_-]{85}[AQgw]$".to_owned()
     )
+);
+// 32 bytes: 10 quanta and a 2-byte tail.
+schema!(
+    Bytes32,
+    "Bytes32",
+    b64(
+        "exactly 32 bytes, base64url",
+        format!("^(?:{Q}){{10}}{T2}$")
+    )
+);
+/// One index of a path: 0 to 2147483647, digits only, no leading zeros.
+const INDEX: &str = "(?:0|[1-9][0-9]{0,8}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}\
+|2147[0-3][0-9]{5}|21474[0-7][0-9]{4}|214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}\
+|21474836[0-3][0-9]|214748364[0-7])";
+schema!(
+    DerivationPath,
+    "DerivationPath",
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!("^m(?:/{INDEX}'?){{0,16}}$")))
+            .description(Some(
+                "m and 0 to 16 steps /i or /i' (hardened), i in [0, 2^31-1] without leading zeros"
+            ))
+            .build()
+    ))
 );
 // 16 to 64 bytes: 5 quanta and a tail, 6 to 20 quanta and any tail, or 21 quanta and at most 1 byte.
 schema!(

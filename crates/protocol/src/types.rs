@@ -42,8 +42,9 @@ impl P256PublicKey {
     }
 }
 
-/// An ECDSA P-256 signature in IEEE P1363 form, `r ‖ s`, 64 bytes. The range
-/// of r and s is checked by whoever verifies it.
+/// A 64-byte signature: ECDSA `r ‖ s` (IEEE P1363; the identity key's, an
+/// owner's, or a wallet's), BIP-340 Schnorr or Ed25519. The range of its
+/// parts is checked by whoever verifies it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Signature([u8; 64]);
 
@@ -121,6 +122,29 @@ impl HpkeCiphertext {
     }
 }
 
+/// Exactly 32 bytes: a chain code, a taproot merkle root.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Bytes32([u8; 32]);
+
+impl Bytes32 {
+    pub const LEN: usize = 32;
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ShapeError> {
+        bytes
+            .try_into()
+            .map(Self)
+            .map_err(|_| ShapeError("must be exactly 32 bytes"))
+    }
+
+    pub const fn from_array(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
 /// Any byte string (base64url on the wire): opaque sealed state, envelopes.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Bytes(pub Vec<u8>);
@@ -173,6 +197,7 @@ b64_serde!(
 );
 b64_serde!(Signature, "a signature", |v| Signature::from_bytes(&v));
 b64_serde!(Nonce, "a nonce", |v| Nonce::from_bytes(&v));
+b64_serde!(Bytes32, "a 32-byte value", |v| Bytes32::from_bytes(&v));
 b64_serde!(HpkeCiphertext, "a ciphertext", |v| {
     HpkeCiphertext::from_bytes(v)
 });
@@ -212,6 +237,9 @@ mod tests {
         assert!(Nonce::from_bytes(&[0; 65]).is_err());
         assert!(HpkeCiphertext::from_bytes(vec![0; 80]).is_err());
         assert!(HpkeCiphertext::from_bytes(vec![0; 81]).is_ok());
+        assert!(Bytes32::from_bytes(&[0; 32]).is_ok());
+        assert!(Bytes32::from_bytes(&[0; 31]).is_err());
+        assert!(Bytes32::from_bytes(&[]).is_err());
     }
 
     #[test]

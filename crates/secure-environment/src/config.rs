@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use kms_crypto::kdf::Argon2Params;
 
-use crate::root::{AwsKmsSettings, LocalSettings, Pkcs11Settings, RootKeyKind, RootKeySpec};
+use secure_runtime::root::{
+    AwsKmsSettings, LocalSettings, Pkcs11Settings, RootKeyKind, RootKeySpec, NEW_PASSPHRASE_ENV,
+    NEW_PIN_ENV, PASSPHRASE_ENV, PIN_ENV,
+};
 
 /// The trusted side of the KMS: holds the key set, runs every cryptographic
 /// operation, and serves an internal API to kms-api on a local address.
@@ -36,6 +39,13 @@ pub struct Cli {
     #[arg(long, env = "SECURE_ENV_SESSION_TTL", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub session_ttl: u64,
+
+    /// How many HD root nodes (one per wallet and curve) to keep in memory,
+    /// so a `bip39` wallet's 2048-round seed is computed once, not on every
+    /// derive and sign. 0 keeps none.
+    #[arg(long, env = "SECURE_ENV_HD_ROOT_CACHE_ENTRIES",
+          default_value_t = secure_runtime::runtime::DEFAULT_HD_ROOT_CACHE_ENTRIES)]
+    pub hd_root_cache_entries: usize,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -69,7 +79,7 @@ pub struct RootKeyArgs {
         default_value = "local",
         global = true
     )]
-    pub kind: RootKeyKind,
+    pub kind: RootKeyArg,
 
     /// local: file holding the 32-byte root key (default: root.key in the
     /// data dir — development only: a root key beside the blob it seals
@@ -150,7 +160,7 @@ pub struct RootKeyArgs {
 pub struct ResealArgs {
     /// The new root-key provider.
     #[arg(id = "to", long = "to", value_enum)]
-    pub kind: RootKeyKind,
+    pub kind: RootKeyArg,
     /// local: the new root key file (created if absent).
     #[arg(id = "to_root_key_file", long = "to-root-key-file")]
     pub root_key_file: Option<PathBuf>,
@@ -177,11 +187,27 @@ pub struct ResealArgs {
     pub aws_kms_endpoint: Option<String>,
 }
 
-/// Environment variables holding secrets (never flags).
-pub const PASSPHRASE_ENV: &str = "SECURE_ENV_ROOT_PASSPHRASE";
-pub const PIN_ENV: &str = "SECURE_ENV_PKCS11_PIN";
-pub const NEW_PASSPHRASE_ENV: &str = "SECURE_ENV_NEW_ROOT_PASSPHRASE";
-pub const NEW_PIN_ENV: &str = "SECURE_ENV_NEW_PKCS11_PIN";
+/// The `--root-key` / `--to` values (clap's view of [`RootKeyKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RootKeyArg {
+    /// A key file or a passphrase (Argon2id) on this machine.
+    Local,
+    /// A non-extractable AES-256 key in a PKCS#11 token.
+    Pkcs11,
+    /// An AWS KMS key.
+    #[value(name = "aws-kms")]
+    AwsKms,
+}
+
+impl From<RootKeyArg> for RootKeyKind {
+    fn from(a: RootKeyArg) -> Self {
+        match a {
+            RootKeyArg::Local => Self::Local,
+            RootKeyArg::Pkcs11 => Self::Pkcs11,
+            RootKeyArg::AwsKms => Self::AwsKms,
+        }
+    }
+}
 
 impl RootKeyArgs {
     /// The provider's settings; the key file defaults into `data_dir`.
@@ -195,12 +221,12 @@ impl RootKeyArgs {
         passphrase_env: &'static str,
         pin_env: &'static str,
     ) -> anyhow::Result<RootKeySpec> {
-        Ok(match self.kind {
+        Ok(match RootKeyKind::from(self.kind) {
             RootKeyKind::Local => RootKeySpec::Local(LocalSettings {
                 key_file: self
                     .root_key_file
                     .clone()
-                    .unwrap_or_else(|| data_dir.join(crate::keystore::ROOT_KEY_FILE)),
+                    .unwrap_or_else(|| data_dir.join(secure_runtime::keystore::ROOT_KEY_FILE)),
                 passphrase_file: self.root_passphrase_file.clone(),
                 passphrase_env,
                 argon2: Argon2Params {
@@ -246,7 +272,7 @@ impl ResealArgs {
         // A new local root key needs its own file or passphrase: reusing
         // the current one would re-seal under the same root key.
         next.root_key_file = self.root_key_file.clone().or(match current.kind {
-            RootKeyKind::Local => None,
+            RootKeyArg::Local => None,
             _ => current.root_key_file.clone(),
         });
         next.root_passphrase_file = self.root_passphrase_file.clone();

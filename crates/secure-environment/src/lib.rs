@@ -1,14 +1,5 @@
 #![doc = include_str!("../README.md")]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
-pub mod audit;
 pub mod config;
-pub mod error;
-pub mod hardening;
-pub mod keystore;
-pub mod root;
-pub mod runtime;
 pub mod server;
-
-pub use error::EnvError;
-pub use runtime::{Clock, SecureRuntime, TrustedEnv};

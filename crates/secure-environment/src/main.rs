@@ -7,10 +7,11 @@ use anyhow::Context;
 use clap::Parser;
 use kms_protocol::audit::{AuditEntry, AuditEvent};
 use kms_protocol::b64;
-use secure_environment::audit::{AuditLog, AUDIT_FILE};
 use secure_environment::config::{Cli, Command};
-use secure_environment::runtime::system_clock;
-use secure_environment::{hardening, keystore, server, SecureRuntime};
+use secure_environment::server;
+use secure_runtime::audit::{AuditLog, AUDIT_FILE};
+use secure_runtime::runtime::system_clock;
+use secure_runtime::{hardening, keystore, SecureRuntime};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -112,7 +113,8 @@ fn runtime(
         cli.session_ttl,
         measurement,
         system_clock(),
-    );
+    )
+    .with_hd_root_cache(cli.hd_root_cache_entries);
     let event = match (created, opened) {
         (true, _) => Some(AuditEvent::KeysetCreated),
         (false, true) => Some(AuditEvent::KeysetOpened),

@@ -1,4 +1,12 @@
 //! The internal HTTP API kms-api calls (`kms_protocol::internal`).
+//!
+//! Every operation takes one path through here ([`handle`]): its body is
+//! parsed into the request type, the request runs inside the secure
+//! runtime ([`Operation::run`]), and the reply (or the refusal, with the
+//! audit record of it) is answered once its audit records are durable.
+//! What differs between operations is only what [`Operation`] says: the
+//! status of a success, whether it must leave the executor, and what it
+//! logs.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -10,13 +18,15 @@ use axum::{Json, Router};
 use kms_protocol::audit::AuditPage;
 use kms_protocol::data_key::{DecryptDataKey, GenerateDataKey};
 use kms_protocol::error::ErrorDetail;
-use kms_protocol::internal::{self, Export, Import, Refusal, RetireKey, Rewrap, StartSession};
+use kms_protocol::internal::{
+    self, DataKeyIssued, Derive, Derived, Export, Exported, Generate, Generated, Import, Imported,
+    KeysChanged, Refusal, RetireKey, Rewrap, Rewrapped, SessionStarted, Sign, Signed, StartSession,
+};
 use kms_protocol::{ErrorBody, ErrorCode};
+use secure_runtime::runtime::Refused;
+use secure_runtime::{EnvError, SecureRuntime, TrustedEnv};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-
-use crate::runtime::Refused;
-use crate::{EnvError, SecureRuntime};
 
 /// Largest internal request: a public request (64 KiB) re-encoded with the
 /// stored record it refers to.
@@ -27,16 +37,22 @@ pub fn app(runtime: SecureRuntime) -> Router {
     Router::new()
         .route(internal::PATH_HEALTH, get(health))
         .route(internal::PATH_IDENTITY, get(identity))
-        .route(internal::PATH_SESSIONS, post(start_session))
-        .route(internal::PATH_IMPORT, post(import))
-        .route(internal::PATH_EXPORT, post(export))
         .route(internal::PATH_AUDIT, get(audit))
-        .route(internal::PATH_DATA_KEYS, post(generate_data_key))
-        .route(internal::PATH_DATA_KEYS_DECRYPT, post(decrypt_data_key))
         .route(internal::PATH_KEYS, get(keys_status))
-        .route(internal::PATH_KEYS_ROTATE, post(rotate))
-        .route(internal::PATH_KEYS_RETIRE, post(retire))
-        .route(internal::PATH_REWRAP, post(rewrap))
+        .route(internal::PATH_SESSIONS, post(handle::<StartSession>))
+        .route(internal::PATH_IMPORT, post(handle::<Import>))
+        .route(internal::PATH_EXPORT, post(handle::<Export>))
+        .route(internal::PATH_GENERATE, post(handle::<Generate>))
+        .route(internal::PATH_DERIVE, post(handle::<Derive>))
+        .route(internal::PATH_SIGN, post(handle::<Sign>))
+        .route(internal::PATH_DATA_KEYS, post(handle::<GenerateDataKey>))
+        .route(
+            internal::PATH_DATA_KEYS_DECRYPT,
+            post(handle::<DecryptDataKey>),
+        )
+        .route(internal::PATH_KEYS_ROTATE, post(handle::<Rotate>))
+        .route(internal::PATH_KEYS_RETIRE, post(handle::<RetireKey>))
+        .route(internal::PATH_REWRAP, post(handle::<Rewrap>))
         .fallback(|| async { error(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -47,6 +63,214 @@ pub fn app(runtime: SecureRuntime) -> Router {
         .layer(DefaultBodyLimit::max(MAX_INTERNAL_BODY))
         .layer(axum::middleware::from_fn(request_span))
         .with_state(runtime)
+}
+
+/// One operation of the internal API.
+trait Operation: Sized + Send + 'static {
+    type Reply: Serialize + Send + 'static;
+    /// The status of a success: 201 for what creates a resource.
+    const STATUS: StatusCode = StatusCode::OK;
+    /// Key-set changes call the root-key provider (an HSM, a network
+    /// service) and re-wraps open many records: they run on a blocking
+    /// thread, never on the executor, each audit record durable as it is
+    /// written.
+    const BLOCKING: bool = false;
+
+    /// The request from its body (JSON, the internal API's types).
+    fn parse(body: &[u8]) -> Result<Self, Rejected>;
+    /// The operation itself, inside the trusted environment.
+    fn run(&self, env: &TrustedEnv<'_>) -> Result<Self::Reply, Refused>;
+    /// The log line of a success (ids and outcomes, never a secret).
+    fn log(&self, _reply: &Self::Reply) {}
+}
+
+/// Parses a JSON body into `T`.
+fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Rejected> {
+    serde_json::from_slice(body)
+        .map_err(|e| Rejected(ErrorCode::InvalidRequest, format!("invalid request: {e}")))
+}
+
+/// A refusal of an operation that writes no audit record of its refusals.
+fn unrecorded(error: EnvError) -> Refused {
+    Refused { error, audit: None }
+}
+
+async fn handle<Op: Operation>(
+    State(rt): State<SecureRuntime>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let req = match read(body).and_then(|b| Op::parse(&b)) {
+        Ok(r) => r,
+        Err(rejected) => return rejected.into_response(),
+    };
+    let result = if Op::BLOCKING {
+        tokio::task::spawn_blocking(move || {
+            let r = rt.trusted_env_exec(|env| req.run(env));
+            (req, r)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "blocking task failed");
+        })
+    } else {
+        let r = rt.trusted_env_exec_async(|env| req.run(env)).await;
+        Ok((req, r.unwrap_or_else(|e| Err(unrecorded(e)))))
+    };
+    match result {
+        Ok((req, Ok(reply))) => {
+            req.log(&reply);
+            (Op::STATUS, Json(reply)).into_response()
+        }
+        Ok((_, Err(refused))) => refusal(refused),
+        Err(()) => error(ErrorCode::InternalError, "internal error"),
+    }
+}
+
+impl Operation for StartSession {
+    type Reply = SessionStarted;
+    const STATUS: StatusCode = StatusCode::CREATED;
+    fn parse(body: &[u8]) -> Result<Self, Rejected> {
+        json(body)
+    }
+    fn run(&self, env: &TrustedEnv<'_>) -> Result<SessionStarted, Refused> {
+        env.start_session(self.client_nonce.as_ref())
+    }
+    fn log(&self, s: &SessionStarted) {
+        tracing::info!(session_id = %s.envelope.session_id, expires_at = s.envelope.expires_at, "import session started");
+    }
+}
+
+impl Operation for Import {
+    type Reply = Imported;
+    const STATUS: StatusCode = StatusCode::CREATED;
+    fn parse(body: &[u8]) -> Result<Self, Rejected> {
+        json(body)
+    }
+    fn run(&self, env: &TrustedEnv<'_>) -> Result<Imported, Refused> {
+        env.import(self)
+    }
+    fn log(&self, i: &Imported) {
+        tracing::info!(session_id = %self.session_id, wallet_id = %i.receipt.wallet_id, key_type = %i.receipt.key_type, "import completed");
+    }
+}
+
+impl Operation for Export {
+    type Reply = Exported;
+    fn parse(body: &[u8]) -> Result<Self, Rejected> {
+        json(body)
+    }
+    fn run(&self, env: &TrustedEnv<'_>) -> Result<Exported, Refused> {
+        env.export(self)
+    }
+    fn log(&self, _: &Exported) {
+        tracing::info!(
+            wallet_id = %self.record.wallet_id,
+            recipient = %kms_crypto::hex(&kms_crypto::sha256(self.recipient_public_key.as_bytes())[..8]),
+            "export sealed"
+        );
+    }
+}
+
+impl Operation for Generate {
+    type Reply = Generated;
+    const STATUS: StatusCode = StatusCode::CREATED;
+    fn parse(body: &[u8]) -> Result<Self, Rejected> {
+        json(body)
+    }
+    fn run(&self, env: &TrustedEnv<'_>) -> Result<Generated, Refused> {
+        env.generate(self)
+    }
+    fn log(&self, g: &Generated) {
+        tracing::info!(wallet_id = %g.receipt.wallet_id, key_type = %g.receipt.key_type, "wallet generated");
+    }
+}
+
+impl Operation for Derive {
+    type Reply = Derived;
+    fn parse(body: &[u8]) -> Result<Self, Rejected> {
+        json(body)
+    }
+    fn run(&self, env: &TrustedEnv<'_>) -> Result<Derived, Refused> {
+        env.derive(self)
+    }
+    fn log(&self, _: &Derived) {
+        tracing::debug!(wallet_id = %self.record.wallet_id, curve = %self.curve, path = %self.path, "key derived");
+    }
+}
+
+impl Operation for Sign {
+    type Reply = Signed;
+    fn parse(body: &[u8]) -> Result<Self, Rejected> {
+        json(body)
+    }
+    fn run(&self, env: &TrustedEnv<'_>) -> Result<Signed, Refused> {
+        env.sign(self)
+    }
+    fn log(&self, _: &Signed) {
+        tracing::debug!(wallet_id = %self.record.wallet_id, algorithm = %self.request.algorithm.as_str(), "signed");
+    }
+}
+
+impl Operation for GenerateDataKey {
+    type Reply = DataKeyIssued;
+    fn parse(body: &[u8]) -> Result<Self, Rejected> {
+        json(body)
+    }
+    fn run(&self, env: &TrustedEnv<'_>) -> Result<DataKeyIssued, Refused> {
+        env.generate_data_key(self)
+    }
+    fn log(&self, d: &DataKeyIssued) {
+        tracing::info!(data_key_id = %d.data_key.data_key_id, version = d.data_key.master_key_version, "data key generated");
+    }
+}
+
+impl Operation for DecryptDataKey {
+    type Reply = DataKeyIssued;
+    fn parse(body: &[u8]) -> Result<Self, Rejected> {
+        json(body)
+    }
+    fn run(&self, env: &TrustedEnv<'_>) -> Result<DataKeyIssued, Refused> {
+        env.decrypt_data_key(self)
+    }
+    fn log(&self, d: &DataKeyIssued) {
+        tracing::info!(data_key_id = %d.data_key.data_key_id, version = d.data_key.master_key_version, "data key decrypted");
+    }
+}
+
+/// `POST /internal/v1/keys/rotate`: no body (whatever is sent is ignored).
+struct Rotate;
+
+impl Operation for Rotate {
+    type Reply = KeysChanged;
+    const BLOCKING: bool = true;
+    fn parse(_: &[u8]) -> Result<Self, Rejected> {
+        Ok(Rotate)
+    }
+    fn run(&self, env: &TrustedEnv<'_>) -> Result<KeysChanged, Refused> {
+        env.rotate_master_key().map_err(unrecorded)
+    }
+}
+
+impl Operation for RetireKey {
+    type Reply = KeysChanged;
+    const BLOCKING: bool = true;
+    fn parse(body: &[u8]) -> Result<Self, Rejected> {
+        json(body)
+    }
+    fn run(&self, env: &TrustedEnv<'_>) -> Result<KeysChanged, Refused> {
+        env.retire_master_key(self.version).map_err(unrecorded)
+    }
+}
+
+impl Operation for Rewrap {
+    type Reply = Rewrapped;
+    const BLOCKING: bool = true;
+    fn parse(body: &[u8]) -> Result<Self, Rejected> {
+        json(body)
+    }
+    fn run(&self, env: &TrustedEnv<'_>) -> Result<Rewrapped, Refused> {
+        env.rewrap(self).map_err(unrecorded)
+    }
 }
 
 /// Logs each call under kms-api's request id (`x-request-id`), so one
@@ -69,16 +293,6 @@ fn error(code: ErrorCode, message: &str) -> Response {
     (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
-impl IntoResponse for EnvError {
-    fn into_response(self) -> Response {
-        match self.code() {
-            ErrorCode::InternalError => tracing::error!(error = %self, "operation failed"),
-            code => tracing::info!(code = code.as_str(), reason = %self, "request refused"),
-        }
-        error(self.code(), self.public_message())
-    }
-}
-
 /// A request body that did not parse: its code and message.
 struct Rejected(ErrorCode, String);
 
@@ -88,8 +302,8 @@ impl IntoResponse for Rejected {
     }
 }
 
-fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Rejected> {
-    let body = body.map_err(|r| {
+fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Rejected> {
+    body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Rejected(
                 ErrorCode::PayloadTooLarge,
@@ -101,38 +315,28 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
                 "could not read request body".to_owned(),
             )
         }
-    })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| Rejected(ErrorCode::InvalidRequest, format!("invalid request: {e}")))
+    })
 }
 
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        let code = self.error.code();
-        match code {
-            ErrorCode::InternalError | ErrorCode::Unavailable => {
-                tracing::error!(error = %self.error, "operation failed")
-            }
-            _ => tracing::info!(code = code.as_str(), reason = %self.error, "request refused"),
+/// A refusal in the internal error format: PROTOCOL.md's error object and
+/// the audit record of the refusal, which kms-api stores before it answers.
+fn refusal(r: Refused) -> Response {
+    let code = r.error.code();
+    match code {
+        ErrorCode::InternalError | ErrorCode::Unavailable => {
+            tracing::error!(error = %r.error, "operation failed")
         }
-        let status =
-            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = Refusal {
-            error: ErrorDetail {
-                code,
-                message: self.error.public_message().to_owned(),
-            },
-            audit: self.audit.map(|a| *a),
-        };
-        (status, Json(body)).into_response()
+        _ => tracing::info!(code = code.as_str(), reason = %r.error, "request refused"),
     }
-}
-
-fn reply<T: Serialize>(status: StatusCode, r: Result<T, Refused>) -> Response {
-    match r {
-        Ok(v) => (status, Json(v)).into_response(),
-        Err(e) => e.into_response(),
-    }
+    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = Refusal {
+        error: ErrorDetail {
+            code,
+            message: r.error.public_message().to_owned(),
+        },
+        audit: r.audit.map(|a| *a),
+    };
+    (status, Json(body)).into_response()
 }
 
 /// `GET /internal/v1/audit?after=SEQ&limit=N`: kms-api copies records it
@@ -157,7 +361,7 @@ async fn audit(
                 .flatten();
             Json(AuditPage { records, next }).into_response()
         }
-        Err(e) => e.into_response(),
+        Err(e) => refusal(unrecorded(e)),
     }
 }
 
@@ -169,140 +373,6 @@ async fn identity(State(rt): State<SecureRuntime>) -> Response {
     Json(rt.trusted_env_exec(|env| env.identity())).into_response()
 }
 
-async fn start_session(
-    State(rt): State<SecureRuntime>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let req: StartSession = match parse(body) {
-        Ok(r) => r,
-        Err(rejected) => return rejected.into_response(),
-    };
-    let r = match rt
-        .trusted_env_exec_async(|env| env.start_session(req.client_nonce.as_ref()))
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    if let Ok(s) = &r {
-        tracing::info!(session_id = %s.envelope.session_id, expires_at = s.envelope.expires_at, "import session started");
-    }
-    reply(StatusCode::CREATED, r)
-}
-
-async fn import(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesRejection>) -> Response {
-    let req: Import = match parse(body) {
-        Ok(r) => r,
-        Err(rejected) => return rejected.into_response(),
-    };
-    let r = match rt.trusted_env_exec_async(|env| env.import(&req)).await {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    if let Ok(i) = &r {
-        tracing::info!(session_id = %req.session_id, wallet_id = %i.receipt.wallet_id, key_type = %i.receipt.key_type, "import completed");
-    }
-    reply(StatusCode::CREATED, r)
-}
-
-async fn export(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesRejection>) -> Response {
-    let req: Export = match parse(body) {
-        Ok(r) => r,
-        Err(rejected) => return rejected.into_response(),
-    };
-    let r = match rt.trusted_env_exec_async(|env| env.export(&req)).await {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    if r.is_ok() {
-        tracing::info!(
-            wallet_id = %req.record.wallet_id,
-            recipient = %kms_crypto::hex(&kms_crypto::sha256(req.recipient_public_key.as_bytes())[..8]),
-            "export sealed"
-        );
-    }
-    reply(StatusCode::OK, r)
-}
-
-async fn generate_data_key(
-    State(rt): State<SecureRuntime>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let req: GenerateDataKey = match parse(body) {
-        Ok(r) => r,
-        Err(rejected) => return rejected.into_response(),
-    };
-    let r = match rt
-        .trusted_env_exec_async(|env| env.generate_data_key(&req))
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    if let Ok(d) = &r {
-        tracing::info!(data_key_id = %d.data_key.data_key_id, version = d.data_key.master_key_version, "data key generated");
-    }
-    reply(StatusCode::OK, r)
-}
-
-async fn decrypt_data_key(
-    State(rt): State<SecureRuntime>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let req: DecryptDataKey = match parse(body) {
-        Ok(r) => r,
-        Err(rejected) => return rejected.into_response(),
-    };
-    let r = match rt
-        .trusted_env_exec_async(|env| env.decrypt_data_key(&req))
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    if let Ok(d) = &r {
-        tracing::info!(data_key_id = %d.data_key.data_key_id, version = d.data_key.master_key_version, "data key decrypted");
-    }
-    reply(StatusCode::OK, r)
-}
-
 async fn keys_status(State(rt): State<SecureRuntime>) -> Response {
     Json(rt.trusted_env_exec(|env| env.keys_status())).into_response()
-}
-
-/// Key-set changes call the root-key provider (an HSM, a network service)
-/// and re-wraps open many records: they run on a blocking thread, never on
-/// the executor.
-async fn blocking<T: Serialize + Send + 'static>(
-    rt: SecureRuntime,
-    op: impl FnOnce(&crate::TrustedEnv<'_>) -> Result<T, EnvError> + Send + 'static,
-) -> Response {
-    match tokio::task::spawn_blocking(move || rt.trusted_env_exec(op)).await {
-        Ok(Ok(done)) => Json(done).into_response(),
-        Ok(Err(e)) => e.into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "blocking task failed");
-            error(ErrorCode::InternalError, "internal error")
-        }
-    }
-}
-
-async fn rotate(State(rt): State<SecureRuntime>) -> Response {
-    blocking(rt, |env| env.rotate_master_key()).await
-}
-
-async fn retire(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesRejection>) -> Response {
-    let req: RetireKey = match parse(body) {
-        Ok(r) => r,
-        Err(rejected) => return rejected.into_response(),
-    };
-    blocking(rt, move |env| env.retire_master_key(req.version)).await
-}
-
-async fn rewrap(State(rt): State<SecureRuntime>, body: Result<Bytes, BytesRejection>) -> Response {
-    let req: Rewrap = match parse(body) {
-        Ok(r) => r,
-        Err(rejected) => return rejected.into_response(),
-    };
-    blocking(rt, move |env| env.rewrap(&req)).await
 }

@@ -83,6 +83,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
 
+    /// Stores a wallet the secure environment generated and the audit
+    /// record of its making, in one durable transaction (as durable as
+    /// [`Store::complete_session`]: a generate is acknowledged only after).
+    async fn insert_wallet(
+        &self,
+        wallet: &WalletRecord,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+
     /// The wallet with this id, with its sealed blobs.
     async fn wallet(&self, id: &Id) -> Result<Option<WalletRecord>, StoreError>;
 

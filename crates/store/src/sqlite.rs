@@ -133,6 +133,7 @@ enum Write {
         wallet: WalletRecord,
         audit: AuditRecord,
     },
+    Wallet(WalletRecord, AuditRecord),
     Audit(AuditRecord),
     Rewrap(Vec<(WrappedWalletKey, WrappedWalletKey)>),
     Purge(u64),
@@ -550,21 +551,12 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<u64, StoreError> 
                     StoreError::SessionNotFound
                 });
             }
-            conn.prepare_cached(
-                "INSERT INTO wallets (wallet_id, key_type, public_key, owner_public_key, created_at,
-                                      master_key_version, wrapped_key, ciphertext)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                &w.wallet_id.as_bytes()[..],
-                w.key_type.as_str(),
-                w.public_key.as_ref().map(Bytes::as_bytes),
-                w.owner_public_key.as_ref().map(|k| &k.as_bytes()[..]),
-                to_i64(w.created_at)?,
-                i64::from(w.master_key_version),
-                w.wrapped_key.as_bytes(),
-                w.ciphertext.as_bytes(),
-            ])?;
+            insert_wallet_in(conn, w)?;
+            insert_audit_in(conn, audit)?;
+            Ok(1)
+        }
+        Write::Wallet(w, audit) => {
+            insert_wallet_in(conn, w)?;
             insert_audit_in(conn, audit)?;
             Ok(1)
         }
@@ -594,6 +586,25 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<u64, StoreError> 
             .execute([to_i64(*expired_before)?])?
             as u64),
     }
+}
+
+fn insert_wallet_in(conn: &rusqlite::Connection, w: &WalletRecord) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO wallets (wallet_id, key_type, public_key, owner_public_key, created_at,
+                              master_key_version, wrapped_key, ciphertext)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(rusqlite::params![
+        &w.wallet_id.as_bytes()[..],
+        w.key_type.as_str(),
+        w.public_key.as_ref().map(Bytes::as_bytes),
+        w.owner_public_key.as_ref().map(|k| &k.as_bytes()[..]),
+        to_i64(w.created_at)?,
+        i64::from(w.master_key_version),
+        w.wrapped_key.as_bytes(),
+        w.ciphertext.as_bytes(),
+    ])?;
+    Ok(())
 }
 
 const WALLET_COLUMNS: &str = "wallet_id, key_type, public_key, owner_public_key, created_at";
@@ -650,6 +661,12 @@ impl Store for SqliteStore {
         })
         .await
         .map(drop)
+    }
+
+    async fn insert_wallet(&self, w: &WalletRecord, audit: &AuditRecord) -> Result<(), StoreError> {
+        self.write(Write::Wallet(w.clone(), audit.clone()))
+            .await
+            .map(drop)
     }
 
     async fn insert_audit(&self, audit: &AuditRecord) -> Result<(), StoreError> {

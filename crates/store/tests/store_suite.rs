@@ -203,6 +203,10 @@ fn audit(seq: u64) -> AuditRecord {
         owner_fingerprint: None,
         data_key_id: None,
         master_key_version: None,
+        algorithm: None,
+        curve: None,
+        path: None,
+        payload_sha256: None,
         prev_hash: Digest32([seq as u8; 32]),
         signature: Signature::from_array([7; 64]),
     }

@@ -64,15 +64,22 @@ pub enum RootKeyError {
     NotBuilt(&'static str),
 }
 
+/// Environment variables holding secrets (never flags): the local
+/// provider's passphrase and the PKCS#11 PIN, and their twins for the new
+/// provider of a re-seal.
+pub const PASSPHRASE_ENV: &str = "SECURE_ENV_ROOT_PASSPHRASE";
+pub const PIN_ENV: &str = "SECURE_ENV_PKCS11_PIN";
+pub const NEW_PASSPHRASE_ENV: &str = "SECURE_ENV_NEW_ROOT_PASSPHRASE";
+pub const NEW_PIN_ENV: &str = "SECURE_ENV_NEW_PKCS11_PIN";
+
 /// Which provider holds the root key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RootKeyKind {
     /// A key file or a passphrase (Argon2id) on this machine.
     Local,
     /// A non-extractable AES-256 key in a PKCS#11 token.
     Pkcs11,
     /// An AWS KMS key.
-    #[value(name = "aws-kms")]
     AwsKms,
 }
 

@@ -7,8 +7,8 @@
 //! atomic (temp file, fsync, rename, fsync of the directory).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use kms_crypto::keyset::{KeySet, KeySetError, SealedHeader};
@@ -16,6 +16,7 @@ use kms_crypto::rng::{RandomSource, SystemRng};
 use kms_crypto::SecretKey;
 use kms_protocol::b64;
 
+use crate::files;
 use crate::root::{local::LocalProvider, RootKeyError, RootKeyProvider, RootKeySpec};
 
 pub const KEYSET_FILE: &str = "keyset.sealed";
@@ -125,11 +126,7 @@ pub struct Loaded {
 }
 
 fn lock_data_dir(data_dir: &Path) -> Result<File, KeystoreError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(data_dir)
-        .map_err(io_err("creating data dir", data_dir))?;
+    files::create_private_dir(data_dir).map_err(io_err("creating data dir", data_dir))?;
     let lock_path = data_dir.join(LOCK_FILE);
     let lock = OpenOptions::new()
         .create(true)
@@ -147,7 +144,7 @@ fn root_key_in(spec: &RootKeySpec, dir: &Path, passphrase_env: &str) -> bool {
         RootKeySpec::Local(s) => {
             s.passphrase_file.is_none()
                 && std::env::var_os(passphrase_env).is_none()
-                && same_dir(&s.key_file, dir)
+                && files::same_dir(&s.key_file, dir)
         }
         _ => false,
     }
@@ -226,7 +223,7 @@ fn open_existing(path: &Path, spec: &RootKeySpec) -> Result<(KeySet, KeySetFile)
 pub fn load_or_create(data_dir: &Path, spec: &RootKeySpec) -> Result<Loaded, KeystoreError> {
     let lock = lock_data_dir(data_dir)?;
     let keyset_path = data_dir.join(KEYSET_FILE);
-    let root_key_in_data_dir = root_key_in(spec, data_dir, crate::config::PASSPHRASE_ENV);
+    let root_key_in_data_dir = root_key_in(spec, data_dir, crate::root::PASSPHRASE_ENV);
 
     let (keys, file, created) = if keyset_path.exists() {
         let (keys, file) = open_existing(&keyset_path, spec)?;
@@ -328,7 +325,7 @@ pub fn reseal<T>(
         Loaded {
             keys: reopened,
             created: false,
-            root_key_in_data_dir: root_key_in(to, data_dir, crate::config::NEW_PASSPHRASE_ENV),
+            root_key_in_data_dir: root_key_in(to, data_dir, crate::root::NEW_PASSPHRASE_ENV),
             file,
             lock,
         },
@@ -336,52 +333,9 @@ pub fn reseal<T>(
     ))
 }
 
-pub(crate) fn same_dir(file: &Path, dir: &Path) -> bool {
-    let parent = file.parent().unwrap_or(Path::new("."));
-    match (fs::canonicalize(parent), fs::canonicalize(dir)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => parent == dir,
-    }
-}
-
-/// Writes `bytes` to `path` atomically with mode 0600.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    if !dir.as_os_str().is_empty() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err("creating directory", dir))?;
-    }
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        }) {
-            d.sync_all()?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io_err("writing", path))
+/// [`files::write_atomic`], its error naming the path.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
+    files::write_atomic(path, bytes).map_err(io_err("writing", path))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kms_crypto::kdf::Argon2Params;
 use kms_crypto::rng::{self, SystemRng};
 use kms_crypto::SecretKey;
-use secure_environment::root::{
+use secure_runtime::root::{
     AwsKmsSettings, LocalSettings, Pkcs11Settings, RootKeyError, RootKeySpec,
 };
 

@@ -28,6 +28,10 @@ pub enum EnvError {
     /// A plaintext that opened but is not valid key material (422).
     #[error("invalid key material: {0}")]
     InvalidKeyMaterial(&'static str),
+    /// A well-formed request this wallet's key type cannot do (422,
+    /// docs/protocol.md §§8–9): the reason is safe to show.
+    #[error("unsupported operation: {0}")]
+    UnsupportedOperation(&'static str),
     /// A stored blob (sealed session state, wallet envelope) that does not
     /// open: the store returned something this key set did not write (500).
     #[error("stored record does not open: {0}")]
@@ -73,6 +77,7 @@ impl EnvError {
             Self::SessionExpired => ErrorCode::SessionExpired,
             Self::DecryptionFailed => ErrorCode::DecryptionFailed,
             Self::InvalidKeyMaterial(_) => ErrorCode::InvalidKeyMaterial,
+            Self::UnsupportedOperation(_) => ErrorCode::UnsupportedOperation,
             Self::StoredRecord(_) | Self::Crypto(_) => ErrorCode::InternalError,
             Self::AuditUnavailable(_) | Self::KeySetStore(_) => ErrorCode::Unavailable,
             Self::MalformedDataKey | Self::BadRequest(_) => ErrorCode::InvalidRequest,
@@ -92,7 +97,7 @@ impl EnvError {
         match self {
             Self::InvalidPublicKey => "public key is not a point on P-256",
             Self::AuthorizationRequired => {
-                "this wallet is owner-bound: the export needs the owner's authorization"
+                "this wallet is owner-bound: the request needs the owner's authorization"
             }
             Self::AuthorizationFailed => {
                 "authorization does not verify, is expired, or expires more than 300 s ahead"
@@ -101,6 +106,7 @@ impl EnvError {
             Self::SessionExpired => "import session expired",
             Self::DecryptionFailed => "encrypted_key does not open",
             Self::InvalidKeyMaterial(_) => "the plaintext is not valid key material",
+            Self::UnsupportedOperation(m) => m,
             Self::StoredRecord(_) | Self::Crypto(_) => "internal error",
             Self::AuditUnavailable(_) => "the audit log cannot be written; retry shortly",
             Self::MalformedDataKey => "wrapped_key is not a data key of this service",

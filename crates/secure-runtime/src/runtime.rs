@@ -24,6 +24,11 @@ use kms_protocol::internal::{
 };
 use kms_protocol::{Bytes, Id, Nonce, P256PublicKey};
 
+mod wallets;
+
+use wallets::HdRootCache;
+pub use wallets::DEFAULT_HD_ROOT_CACHE_ENTRIES;
+
 use crate::audit::AuditLog;
 use crate::keystore::KeySetFile;
 use crate::EnvError;
@@ -71,6 +76,8 @@ struct Trusted {
     session_ttl: u64,
     measurement: String,
     clock: Clock,
+    /// HD root nodes recently used (docs/design.md, "HD wallets").
+    hd_roots: HdRootCache,
 }
 
 /// Sessions completed here, so a replayed completion is refused even if
@@ -152,8 +159,18 @@ impl SecureRuntime {
                 session_ttl,
                 measurement,
                 clock,
+                hd_roots: HdRootCache::new(DEFAULT_HD_ROOT_CACHE_ENTRIES),
             }),
         }
+    }
+
+    /// Keeps at most `entries` HD root nodes in memory (0: none, every
+    /// derive and sign recomputes its wallet's root). Call before sharing.
+    pub fn with_hd_root_cache(mut self, entries: usize) -> Self {
+        if let Some(t) = Arc::get_mut(&mut self.inner) {
+            t.hd_roots = HdRootCache::new(entries);
+        }
+        self
     }
 
     /// Runs `op` inside the trusted environment. Each audit record `op`

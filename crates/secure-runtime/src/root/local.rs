@@ -97,7 +97,8 @@ impl LocalProvider {
         } else if create {
             let mut key = SecretKey::from_array([0; 32]);
             SystemRng.fill(key.expose_mut()).map_err(unavailable)?;
-            crate::keystore::write_atomic(&s.key_file, key.expose()).map_err(unavailable)?;
+            crate::files::write_atomic(&s.key_file, key.expose())
+                .map_err(|e| unavailable(format!("writing {}: {e}", s.key_file.display())))?;
             tracing::info!(path = %s.key_file.display(), "created a new root key file");
             key
         } else {
@@ -125,7 +126,7 @@ impl LocalProvider {
     /// Whether this provider reads a key file at `dir` (a development setup).
     pub fn key_file_in(&self, dir: &Path) -> bool {
         match &self.source {
-            Source::KeyFile { path, .. } => crate::keystore::same_dir(path, dir),
+            Source::KeyFile { path, .. } => crate::files::same_dir(path, dir),
             Source::Passphrase { .. } => false,
         }
     }
