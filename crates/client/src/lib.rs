@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod address;
 mod data_key;
+mod wallet_keys;
 
 use kms_crypto::hpke;
 use kms_crypto::{labels, messages, rng, sign};
@@ -20,7 +22,10 @@ pub use kms_crypto::hpke::HpkeSecretKey;
 pub use kms_crypto::material::KeyMaterial;
 pub use kms_crypto::sign::SigningKey;
 pub use kms_crypto::{SecretBytes, SecretKey};
+pub use kms_protocol::api::{Algorithm, DerivedKey, GenerateReceipt, SignResponse};
+pub use kms_protocol::{Curve, DerivationPath};
 pub use kms_protocol::{Id, KeyType};
+pub use wallet_keys::{authorize_sign, authorize_sign_for, verify_signature, ToSign};
 
 /// Budget for one request (DESIGN.md, "timeouts").
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

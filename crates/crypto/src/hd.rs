@@ -336,14 +336,27 @@ pub fn generate_bip32(rng: &mut impl RandomSource) -> Result<SecretBytes, Crypto
 /// of the English mnemonic (words joined by one space), salt `"mnemonic"`,
 /// 2048 iterations.
 pub fn bip39_seed(entropy: &[u8]) -> Result<SecretBytes, CryptoError> {
+    bip39_seed_with_passphrase(entropy, "")
+}
+
+/// The BIP-39 seed with a passphrase (salt `"mnemonic" ‖ passphrase`; the
+/// caller gives it NFKD-normalised). The service itself uses only the
+/// empty one; a wallet with a passphrase is imported as `bip32`.
+pub fn bip39_seed_with_passphrase(
+    entropy: &[u8],
+    passphrase: &str,
+) -> Result<SecretBytes, CryptoError> {
     let phrase = bip39_mnemonic(entropy)?;
+    let mut salt = SecretBytes::with_capacity(8 + passphrase.len());
+    salt.extend_from_slice(b"mnemonic");
+    salt.extend_from_slice(passphrase.as_bytes());
     let iterations = NonZeroU32::new(2048).ok_or(CryptoError::Backend("pbkdf2"))?;
     let mut seed = SecretBytes::with_capacity(64);
     let mut out = Zeroizing::new([0u8; 64]);
     pbkdf2::derive(
         pbkdf2::PBKDF2_HMAC_SHA512,
         iterations,
-        b"mnemonic",
+        salt.expose(),
         phrase.expose(),
         &mut out[..],
     );
