@@ -34,7 +34,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[non_exhaustive]
 pub enum ClientError {
     /// The API answered with PROTOCOL.md's error JSON.
-    #[error("kms-api refused ({status} {code:?}): {message}")]
+    #[error("kms-api refused ({status} {}): {message}", code.as_str())]
     Api {
         status: u16,
         code: ErrorCode,

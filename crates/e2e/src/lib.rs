@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Paths of the three binaries, built once per test process.
+/// Paths of the binaries, built once per test process.
 #[derive(Debug)]
 pub struct Binaries {
     pub secure_environment: PathBuf,
@@ -16,6 +16,7 @@ pub struct Binaries {
     pub client_example: PathBuf,
     pub kms_audit: PathBuf,
     pub kms_admin: PathBuf,
+    pub kms_wallet: PathBuf,
 }
 
 fn workspace_root() -> PathBuf {
@@ -53,6 +54,8 @@ pub fn binaries() -> &'static Binaries {
             "kms-audit",
             "--bin",
             "kms-admin",
+            "--bin",
+            "kms-wallet",
         ];
         let features = features.join(",");
         if !features.is_empty() {
@@ -75,6 +78,7 @@ pub fn binaries() -> &'static Binaries {
             client_example: dir.join("client-example"),
             kms_audit: dir.join("kms-audit"),
             kms_admin: dir.join("kms-admin"),
+            kms_wallet: dir.join("kms-wallet"),
         }
     })
 }

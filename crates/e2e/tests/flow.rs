@@ -27,7 +27,10 @@ async fn full_flow_for_every_key_type() {
         let material = generate_key_material(key_type).unwrap();
         let receipt = kms.import(&material).await.unwrap();
         assert_eq!(receipt.key_type, key_type);
-        assert_eq!(receipt.public_key.is_some(), key_type != KeyType::Raw);
+        assert_eq!(
+            receipt.public_key.is_some(),
+            !matches!(key_type, KeyType::Raw | KeyType::Bip39)
+        );
         let meta = kms.wallet(&receipt.wallet_id).await.unwrap();
         assert_eq!(meta.public_key, receipt.public_key);
         assert_eq!(meta.created_at, receipt.created_at);
