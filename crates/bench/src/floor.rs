@@ -82,6 +82,10 @@ pub enum Crypto {
     /// would (the load generator's share in the real benchmark);
     /// `…/complete` completes one such session (`load --op floor-import`).
     Import,
+    /// ecdsa-secp256k1 by a single-key wallet (RFC 6979, recovery id).
+    SignEcdsaSecp256k1,
+    /// ed25519 by a single-key wallet.
+    SignEd25519,
 }
 
 type Upstream = Client<HttpConnector, Full<Bytes>>;
@@ -113,6 +117,14 @@ impl Work {
                 .map_err(failed),
             Crypto::DataKeyDecrypt => rt
                 .trusted_env_exec_async(|env| env.decrypt_data_key(&self.f.decrypt).map(drop))
+                .await?
+                .map_err(failed),
+            Crypto::SignEcdsaSecp256k1 => rt
+                .trusted_env_exec_async(|env| env.sign(&self.f.sign_secp256k1).map(drop))
+                .await?
+                .map_err(failed),
+            Crypto::SignEd25519 => rt
+                .trusted_env_exec_async(|env| env.sign(&self.f.sign_ed25519).map(drop))
                 .await?
                 .map_err(failed),
             Crypto::Import if path.ends_with("/start") => {

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use kms_crypto::hpke::{self, HpkeSecretKey};
 use kms_crypto::keyset::KeySet;
 use kms_crypto::labels;
+use kms_protocol::api::{Algorithm, GenerateWallet, SignRequest};
 use kms_protocol::data_key::{DecryptDataKey, EncryptionContext, GenerateDataKey};
-use kms_protocol::internal::{Export, Import, SessionStarted};
-use kms_protocol::{KeyType, Nonce};
+use kms_protocol::internal::{Export, Import, SessionStarted, Sign};
+use kms_protocol::{Bytes, DerivationPath, KeyType, Nonce};
 use secure_runtime::audit::AuditLog;
 use secure_runtime::runtime::system_clock;
 use secure_runtime::SecureRuntime;
@@ -62,6 +63,41 @@ pub(crate) struct Fixture {
     pub export: Export,
     pub generate: GenerateDataKey,
     pub decrypt: DecryptDataKey,
+    /// Sign requests by generated wallets: ecdsa-secp256k1 and ed25519 by
+    /// single-key wallets, and ecdsa-secp256k1 at a BIP-44 path of a bip39
+    /// wallet (its root node cached after the first request).
+    pub sign_secp256k1: Sign,
+    pub sign_ed25519: Sign,
+    pub sign_ecdsa_p256: Sign,
+    pub sign_hd: Sign,
+}
+
+/// A wallet generated inside `rt` and a request for it to sign 32 bytes.
+fn sign_request(
+    rt: &SecureRuntime,
+    key_type: KeyType,
+    algorithm: Algorithm,
+    path: Option<&str>,
+) -> anyhow::Result<Sign> {
+    let generated = rt
+        .trusted_env_exec(|env| {
+            env.generate(&GenerateWallet {
+                key_type,
+                owner_public_key: None,
+                client_nonce: None,
+            })
+        })
+        .map_err(|e| anyhow::anyhow!("{:?}", e.error))?;
+    Ok(Sign {
+        record: generated.record,
+        request: SignRequest {
+            algorithm,
+            path: path.map(DerivationPath::parse).transpose()?,
+            payload: Bytes(kms_crypto::sha256(b"a transaction to sign").to_vec()),
+            merkle_root: None,
+            authorization: None,
+        },
+    })
 }
 
 /// A session and the import that completes it, sealed as a client seals it.
@@ -123,12 +159,25 @@ pub(crate) fn fixture(dir: &std::path::Path) -> anyhow::Result<Fixture> {
         encryption_context: context,
         recipient_public_key: *recipient.public_key(),
     };
+    let sign_secp256k1 = sign_request(&rt, KeyType::Secp256k1, Algorithm::EcdsaSecp256k1, None)?;
+    let sign_ed25519 = sign_request(&rt, KeyType::Ed25519, Algorithm::Ed25519, None)?;
+    let sign_ecdsa_p256 = sign_request(&rt, KeyType::P256, Algorithm::EcdsaP256, None)?;
+    let sign_hd = sign_request(
+        &rt,
+        KeyType::Bip39,
+        Algorithm::EcdsaSecp256k1,
+        Some("m/44'/60'/0'/0/0"),
+    )?;
     Ok(Fixture {
         rt,
         material,
         export,
         generate,
         decrypt,
+        sign_secp256k1,
+        sign_ed25519,
+        sign_ecdsa_p256,
+        sign_hd,
     })
 }
 
@@ -140,11 +189,25 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         export,
         generate,
         decrypt,
+        sign_secp256k1,
+        sign_ed25519,
+        sign_ecdsa_p256,
+        sign_hd,
     } = fixture(dir.path())?;
     let nonce = Nonce::from_bytes(&[7; 32])?;
 
     type Case<'a> = (&'static str, Box<dyn FnMut() -> f64 + 'a>);
     let secs = a.seconds;
+    let sign_case = |req: &Sign| {
+        measure(
+            secs,
+            |n| vec![(); n],
+            |()| {
+                let r = rt.trusted_env_exec(|env| env.sign(req));
+                assert!(r.is_ok());
+            },
+        )
+    };
     let mut cases: Vec<Case<'_>> = vec![
         (
             "import-start",
@@ -215,6 +278,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                 )
             }),
         ),
+        (
+            "sign-ecdsa-secp256k1",
+            Box::new(|| sign_case(&sign_secp256k1)),
+        ),
+        ("sign-ed25519", Box::new(|| sign_case(&sign_ed25519))),
+        ("sign-ecdsa-p256", Box::new(|| sign_case(&sign_ecdsa_p256))),
+        ("sign-bip39-path", Box::new(|| sign_case(&sign_hd))),
     ];
     {
         println!(

@@ -23,6 +23,14 @@ pub enum Op {
     Import,
     /// `POST /v1/data-keys/decrypt` of one wrapped key.
     DataKeyDecrypt,
+    /// `POST /v1/wallets/{id}/sign`, ecdsa-secp256k1 of a 32-byte digest,
+    /// by generated single-key wallets.
+    SignEcdsaSecp256k1,
+    /// `POST /v1/wallets/{id}/sign`, ed25519 of a 32-byte message.
+    SignEd25519,
+    /// `POST /v1/wallets/{id}/sign`, ecdsa-p256 of a 32-byte digest (the
+    /// algorithm OpenBao's Transit signs too).
+    SignEcdsaP256,
     /// `POST /floor` with an export-sized body to a `kms-bench
     /// floor-server` (the architecture with nothing in it but, with
     /// `--crypto`, one operation's cryptography).
@@ -163,6 +171,8 @@ struct Fixture {
     base: String,
     export_urls: Vec<String>,
     export_body: Vec<u8>,
+    sign_urls: Vec<String>,
+    sign_body: Vec<u8>,
     decrypt_body: Vec<u8>,
     import_plaintext: Vec<u8>,
 }
@@ -178,6 +188,25 @@ async fn fixture(a: &Args) -> anyhow::Result<Fixture> {
             let r = client.import(&material).await?;
             export_urls.push(format!("{base}/v1/wallets/{}/export", r.wallet_id));
         }
+    }
+    let mut sign_urls = Vec::new();
+    let mut sign_body = Vec::new();
+    let signer = match a.op {
+        Op::SignEcdsaSecp256k1 => Some((KeyType::Secp256k1, "ecdsa-secp256k1")),
+        Op::SignEd25519 => Some((KeyType::Ed25519, "ed25519")),
+        Op::SignEcdsaP256 => Some((KeyType::P256, "ecdsa-p256")),
+        _ => None,
+    };
+    if let Some((key_type, algorithm)) = signer {
+        let client = sdk_client(&http, &base).await?;
+        for _ in 0..a.wallets {
+            let r = client.generate(key_type, None).await?;
+            sign_urls.push(format!("{base}/v1/wallets/{}/sign", r.wallet_id));
+        }
+        sign_body = serde_json::to_vec(&serde_json::json!({
+            "algorithm": algorithm,
+            "payload": b64::encode(kms_crypto::sha256(b"a transaction to sign")),
+        }))?;
     }
     let recipient = HpkeSecretKey::generate()?;
     let rk = b64::encode(recipient.public_key().as_bytes());
@@ -202,6 +231,8 @@ async fn fixture(a: &Args) -> anyhow::Result<Fixture> {
         base,
         export_urls,
         export_body,
+        sign_urls,
+        sign_body,
         decrypt_body,
         import_plaintext: material.to_import_plaintext().expose().to_vec(),
     })
@@ -213,6 +244,10 @@ async fn one(f: &Fixture, op: Op, i: usize) -> anyhow::Result<()> {
         Op::Export => {
             let url = &f.export_urls[i % f.export_urls.len()];
             expect(f, url, f.export_body.clone(), 200, "export").await?;
+        }
+        Op::SignEcdsaSecp256k1 | Op::SignEd25519 | Op::SignEcdsaP256 => {
+            let url = &f.sign_urls[i % f.sign_urls.len()];
+            expect(f, url, f.sign_body.clone(), 200, "sign").await?;
         }
         Op::Floor => floor(f, "/floor").await?,
         Op::FloorImport => {

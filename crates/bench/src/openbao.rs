@@ -11,6 +11,8 @@
 //! - `export`: `GET /v1/transit/export/encryption-key/{name}/latest`.
 //! - `encrypt` / `decrypt`: `POST /v1/transit/{encrypt,decrypt}/{name}` of a
 //!   32-byte plaintext (the peer of our data-key decrypt).
+//! - `sign-ecdsa-p256` / `sign-ed25519`: `POST /v1/transit/sign/{name}` of a
+//!   32-byte digest (prehashed, SHA-256) or message: the peer of our sign.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +34,11 @@ pub enum Op {
     Encrypt,
     /// Transit decrypt of 32 bytes (the peer of our data-key decrypt).
     Decrypt,
+    /// Transit sign with an `ecdsa-p256` key of a 32-byte SHA-256 digest
+    /// (`prehashed`), the peer of our ECDSA signing.
+    SignEcdsaP256,
+    /// Transit sign with an `ed25519` key of a 32-byte message.
+    SignEd25519,
 }
 
 #[derive(Debug, clap::Args)]
@@ -120,6 +127,8 @@ struct Fixture {
     import_ciphertext: String,
     encrypt_body: Vec<u8>,
     decrypt_body: Vec<u8>,
+    sign_p256_body: Vec<u8>,
+    sign_ed25519_body: Vec<u8>,
 }
 
 impl Fixture {
@@ -169,6 +178,8 @@ async fn fixture(a: &Args) -> anyhow::Result<Fixture> {
         import_ciphertext: String::new(),
         encrypt_body: Vec::new(),
         decrypt_body: Vec::new(),
+        sign_p256_body: Vec::new(),
+        sign_ed25519_body: Vec::new(),
     };
     use reqwest::Method;
     let mount = f
@@ -208,6 +219,22 @@ async fn fixture(a: &Args) -> anyhow::Result<Fixture> {
         .as_str()
         .context("encrypt: no data.ciphertext")?;
     f.decrypt_body = serde_json::to_vec(&serde_json::json!({ "ciphertext": ciphertext }))?;
+    for (name, key_type) in [
+        ("bench-sign-p256", "ecdsa-p256"),
+        ("bench-sign-ed25519", "ed25519"),
+    ] {
+        f.setup(
+            Method::POST,
+            &format!("transit/keys/{name}"),
+            Some(serde_json::json!({ "type": key_type })),
+        )
+        .await?;
+    }
+    let digest = std_b64(&kms_crypto::sha256(b"a transaction to sign"));
+    f.sign_p256_body = serde_json::to_vec(&serde_json::json!({
+        "input": digest, "prehashed": true, "hash_algorithm": "sha2-256",
+        "marshaling_algorithm": "jws"}))?;
+    f.sign_ed25519_body = serde_json::to_vec(&serde_json::json!({ "input": digest }))?;
     if a.op == Op::ByokImport {
         let wk = f.setup(Method::GET, "transit/wrapping_key", None).await?;
         let pem = wk["data"]["public_key"]
@@ -272,6 +299,26 @@ async fn one(f: &Fixture, op: Op) -> anyhow::Result<()> {
                 )
                 .await?;
             expect_2xx(r, "decrypt").await
+        }
+        Op::SignEcdsaP256 => {
+            let r = f
+                .call(
+                    Method::POST,
+                    "transit/sign/bench-sign-p256",
+                    Some(f.sign_p256_body.clone()),
+                )
+                .await?;
+            expect_2xx(r, "sign").await
+        }
+        Op::SignEd25519 => {
+            let r = f
+                .call(
+                    Method::POST,
+                    "transit/sign/bench-sign-ed25519",
+                    Some(f.sign_ed25519_body.clone()),
+                )
+                .await?;
+            expect_2xx(r, "sign").await
         }
     }
 }

@@ -59,7 +59,7 @@ async fn full_flow_for_every_key_type() {
     }
     assert_eq!(seen, ids);
     let all = kms.list_wallets(None, 1000).await.unwrap();
-    assert_eq!(all.wallets.len(), 4);
+    assert_eq!(all.wallets.len(), KeyType::ALL.len());
     assert_eq!(all.next, None);
 }
 
