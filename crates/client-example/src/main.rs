@@ -116,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
     data_key_round_trip(&kms).await
 }
 
-/// PROTOCOL.md §6: a wallet bound to an owner key exports only with the
+/// docs/protocol.md §6: a wallet bound to an owner key exports only with the
 /// owner's signature, which the secure environment checks.
 async fn owner_bound_round_trip(kms: &KmsClient, key_type: KeyType) -> anyhow::Result<()> {
     let owner = SigningKey::generate()?;

@@ -474,7 +474,7 @@ mod tests {
         assert!(is_verification(r));
         seen.join().unwrap();
 
-        // PROTOCOL.md's error JSON becomes `Api`.
+        // docs/protocol.md's error JSON becomes `Api`.
         let (url, seen) = answer_once(
             422,
             r#"{"error":{"code":"decryption_failed","message":"nope"}}"#.to_owned(),

@@ -27,13 +27,13 @@ pub use kms_protocol::{Curve, DerivationPath};
 pub use kms_protocol::{Id, KeyType};
 pub use wallet_keys::{authorize_sign, authorize_sign_for, verify_signature, ToSign};
 
-/// Budget for one request (DESIGN.md, "timeouts").
+/// Budget for one request (docs/design.md, "timeouts").
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The API answered with PROTOCOL.md's error JSON.
+    /// The API answered with docs/protocol.md's error JSON.
     #[error("kms-api refused ({status} {}): {message}", code.as_str())]
     Api {
         status: u16,
@@ -47,7 +47,7 @@ pub enum ClientError {
     /// signed value that is not the one asked for. Nothing was sealed or trusted.
     #[error("verification failed: {0}")]
     Verification(&'static str),
-    /// An answer that does not follow PROTOCOL.md.
+    /// An answer that does not follow docs/protocol.md.
     #[error("invalid response: {0}")]
     InvalidResponse(String),
     /// An export or a data key that does not open with the recipient key.
@@ -185,7 +185,7 @@ impl KmsClient {
                 "attested identity key is not the pinned one",
             ));
         }
-        // The relay supplies this text; accept only PROTOCOL.md §1's shape.
+        // The relay supplies this text; accept only docs/protocol.md §1's shape.
         let hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
         if a.measurement.len() != 64 || !a.measurement.bytes().all(hex) {
             return Err(ClientError::InvalidResponse(
@@ -195,7 +195,7 @@ impl KmsClient {
         Ok(a)
     }
 
-    /// Starts an import session and verifies its proof (PROTOCOL.md §2).
+    /// Starts an import session and verifies its proof (docs/protocol.md §2).
     pub async fn start_import_session(&self) -> Result<ImportSession, ClientError> {
         let nonce = Nonce::from_bytes(&rng::array::<32>(&mut rng::SystemRng)?)
             .map_err(|_| ClientError::Verification("nonce"))?;
@@ -239,7 +239,7 @@ impl KmsClient {
     }
 
     /// Seals `material` to a verified session and completes the import,
-    /// verifying the receipt (PROTOCOL.md §3).
+    /// verifying the receipt (docs/protocol.md §3).
     pub async fn complete_import(
         &self,
         session: &ImportSession,
@@ -291,7 +291,7 @@ impl KmsClient {
     }
 
     /// Exports a wallet sealed to `recipient`, verifies the bundle, opens it,
-    /// and checks the inner key type (PROTOCOL.md §4).
+    /// and checks the inner key type (docs/protocol.md §4).
     pub async fn export(
         &self,
         wallet_id: &Id,
@@ -301,7 +301,7 @@ impl KmsClient {
     }
 
     /// [`KmsClient::export`] with the owner's authorization, which an
-    /// owner-bound wallet needs (PROTOCOL.md §6; see [`authorize_export`]).
+    /// owner-bound wallet needs (docs/protocol.md §6; see [`authorize_export`]).
     pub async fn export_authorized(
         &self,
         wallet_id: &Id,
@@ -379,11 +379,11 @@ impl KmsClient {
 }
 
 /// Longest an authorization may run ahead of the secure environment's clock
-/// (PROTOCOL.md §6).
+/// (docs/protocol.md §6).
 pub const MAX_AUTHORIZATION_SECONDS: u64 = 300;
 
 /// The owner's signature allowing one export of `wallet_id` to `recipient`
-/// until `expires_at` (PROTOCOL.md §6), with a fresh 32-byte nonce.
+/// until `expires_at` (docs/protocol.md §6), with a fresh 32-byte nonce.
 pub fn authorize_export(
     owner: &SigningKey,
     wallet_id: &Id,

@@ -1,6 +1,6 @@
 //! HPKE (RFC 9180), base mode, DHKEM(P-256, HKDF-SHA256) / HKDF-SHA256 /
 //! AES-256-GCM, single-shot, from rustls's aws-lc-rs provider. A ciphertext
-//! is `enc ‖ ct` (PROTOCOL.md, "Encodings").
+//! is `enc ‖ ct` (docs/protocol.md, "Encodings").
 
 use kms_protocol::{HpkeCiphertext, P256PublicKey};
 use rustls::crypto::aws_lc_rs::hpke::DH_KEM_P256_HKDF_SHA256_AES_256 as SUITE;
@@ -72,7 +72,7 @@ pub fn seal(
     HpkeCiphertext::from_bytes(out).map_err(|_| CryptoError::Backend("hpke output shape"))
 }
 
-/// `label ‖ 0x00 ‖ id[16]`: the `info` of imports and exports (PROTOCOL.md §3, §4).
+/// `label ‖ 0x00 ‖ id[16]`: the `info` of imports and exports (docs/protocol.md §3, §4).
 pub fn info(label: &[u8], id: &kms_protocol::Id) -> Vec<u8> {
     let mut v = Vec::with_capacity(label.len() + 17);
     v.extend_from_slice(label);

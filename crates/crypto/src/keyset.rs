@@ -1,5 +1,5 @@
 //! The key set: versioned master keys and the identity key, sealed as one
-//! blob (DESIGN.md, "Key hierarchy"). This module knows the layouts; the
+//! blob (docs/design.md, "Key hierarchy"). This module knows the layouts; the
 //! secure environment's root-key providers wrap the key that seals it.
 //!
 //! Sealed layout, format 2 (written by this build):

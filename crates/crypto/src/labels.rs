@@ -1,17 +1,17 @@
 //! Every HPKE `info`, KDF label, AAD label and signature context, versioned.
-//! No two purposes share a label (DESIGN.md, "Key hierarchy").
+//! No two purposes share a label (docs/design.md, "Key hierarchy").
 
-/// Session proof signature context (PROTOCOL.md §2).
+/// Session proof signature context (docs/protocol.md §2).
 pub const IMPORT_SESSION: &[u8] = b"kms/import-session/v1";
-/// HPKE `info` prefix of an import (PROTOCOL.md §3).
+/// HPKE `info` prefix of an import (docs/protocol.md §3).
 pub const IMPORT: &[u8] = b"kms/import/v1";
-/// Import receipt signature context (PROTOCOL.md §3).
+/// Import receipt signature context (docs/protocol.md §3).
 pub const IMPORT_RECEIPT: &[u8] = b"kms/import-receipt/v1";
-/// HPKE `info` prefix of an export (PROTOCOL.md §4).
+/// HPKE `info` prefix of an export (docs/protocol.md §4).
 pub const EXPORT: &[u8] = b"kms/export/v1";
-/// Export bundle signature context (PROTOCOL.md §4).
+/// Export bundle signature context (docs/protocol.md §4).
 pub const EXPORT_BUNDLE: &[u8] = b"kms/export-bundle/v1";
-/// Owner's export authorization signature context (PROTOCOL.md §6).
+/// Owner's export authorization signature context (docs/protocol.md §6).
 pub const EXPORT_REQUEST: &[u8] = b"kms/export-request/v1";
 /// The identity key's receipt for a generated wallet (§7).
 pub const GENERATE_RECEIPT: &[u8] = b"kms/generate-receipt/v1";

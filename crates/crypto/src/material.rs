@@ -1,4 +1,4 @@
-//! Wallet key material: the plaintext JSON of PROTOCOL.md, "Key material
+//! Wallet key material: the plaintext JSON of docs/protocol.md, "Key material
 //! plaintext", checked and held as a secret.
 
 use kms_protocol::key_material::KeyMaterialJson;
@@ -157,13 +157,13 @@ impl KeyMaterial {
     }
 
     /// The plaintext an export carries: `{"v":1,"key_type":"…","private_key":"…"}`
-    /// (the owner key is never part of it, PROTOCOL.md "Key material plaintext").
+    /// (the owner key is never part of it, docs/protocol.md "Key material plaintext").
     pub fn to_export_plaintext(&self) -> SecretBytes {
         self.plaintext(false)
     }
 
     /// The plaintext a client seals on import, with `owner_public_key` when
-    /// the wallet is owner-bound (PROTOCOL.md §6).
+    /// the wallet is owner-bound (docs/protocol.md §6).
     pub fn to_import_plaintext(&self) -> SecretBytes {
         self.plaintext(true)
     }
@@ -186,7 +186,7 @@ impl KeyMaterial {
         out
     }
 
-    /// The same material bound to an owner key (PROTOCOL.md §6).
+    /// The same material bound to an owner key (docs/protocol.md §6).
     pub fn with_owner(self, owner: P256PublicKey) -> Result<Self, InvalidKeyMaterial> {
         Self::new(self.key_type, self.private_key, Some(owner))
     }

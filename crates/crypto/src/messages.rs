@@ -1,4 +1,4 @@
-//! The byte layouts of every signed message (PROTOCOL.md §§2–4, 6–9).
+//! The byte layouts of every signed message (docs/protocol.md §§2–4, 6–9).
 //! `‖` is concatenation; ids are their 16 bytes; integers big-endian.
 
 use kms_protocol::api::Algorithm;

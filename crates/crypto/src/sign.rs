@@ -2,7 +2,7 @@
 //!
 //! Signing is aws-lc's ECDSA, whose nonces are hedged: drawn from its DRBG
 //! with the private key and digest mixed in, so a weak RNG alone does not
-//! leak the key (PROTOCOL.md, "Encodings").
+//! leak the key (docs/protocol.md, "Encodings").
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair};
@@ -76,7 +76,7 @@ impl SigningKey {
 }
 
 /// Verifies a P1363 signature; r or s out of [1, n−1] fails. High and low S
-/// both verify (PROTOCOL.md, "Encodings").
+/// both verify (docs/protocol.md, "Encodings").
 pub fn verify(public: &P256PublicKey, message: &[u8], sig: &Signature) -> Result<(), CryptoError> {
     signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, public.as_bytes())
         .verify(message, sig.as_bytes())

@@ -440,7 +440,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The error code of PROTOCOL.md's error JSON.
+    /// The error code of docs/protocol.md's error JSON.
     pub fn code(&self) -> &str {
         self.body["error"]["code"]
             .as_str()

@@ -1,6 +1,6 @@
 //! Data keys (`docs/data-keys.md`) with the real binaries: generate, open,
 //! decrypt to the same and to another recipient; every malformed or wrong
-//! request refused with PROTOCOL.md's error JSON and changing nothing;
+//! request refused with docs/protocol.md's error JSON and changing nothing;
 //! master-key rotation and retirement; the audit chain; and no plaintext
 //! data key in either server's log.
 

@@ -1,6 +1,6 @@
-//! Every row of PROTOCOL.md's error table (401/403 aside, section 6) provoked
+//! Every row of docs/protocol.md's error table (401/403 aside, section 6) provoked
 //! against the real binaries, with its status and code, nothing stored, and
-//! the check order PROTOCOL.md states.
+//! the check order docs/protocol.md states.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -269,7 +269,7 @@ async fn the_openapi_document_covers_every_route() {
     ] {
         assert!(paths.contains(&p), "{p} missing from {paths:?}");
     }
-    // The byte types carry PROTOCOL.md's exact shapes.
+    // The byte types carry docs/protocol.md's exact shapes.
     let key = &doc["components"]["schemas"]["P256PublicKey"]["pattern"];
     assert!(key.as_str().unwrap().starts_with("^B[A-P]"), "{key}");
 }

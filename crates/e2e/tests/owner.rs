@@ -1,4 +1,4 @@
-//! Owner-bound wallets (PROTOCOL.md §6) with the real binaries: the secure
+//! Owner-bound wallets (docs/protocol.md §6) with the real binaries: the secure
 //! environment exports them only with the owner's signature over this
 //! wallet, this recipient and an expiry at most 300 s ahead.
 

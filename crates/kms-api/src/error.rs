@@ -1,4 +1,4 @@
-//! The one mapping from errors to PROTOCOL.md's JSON at the HTTP edge.
+//! The one mapping from errors to docs/protocol.md's JSON at the HTTP edge.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -92,7 +92,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// PROTOCOL.md's error JSON with the code's status (and `Retry-After: 1` for 503).
+/// docs/protocol.md's error JSON with the code's status (and `Retry-After: 1` for 503).
 pub fn error_response(code: ErrorCode, message: &str) -> Response {
     let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (status, Json(ErrorBody::new(code, message))).into_response();

@@ -1,5 +1,5 @@
 //! Our own extractors, so every malformed request is answered in
-//! PROTOCOL.md's format ("Request bodies", "Encodings").
+//! docs/protocol.md's format ("Request bodies", "Encodings").
 
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -77,7 +77,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
 }
 
 /// Splits a query string, rejecting a known parameter given twice and
-/// ignoring unknown ones (PROTOCOL.md, "Request bodies").
+/// ignoring unknown ones (docs/protocol.md, "Request bodies").
 fn query_params<'a>(
     query: Option<&str>,
     known: &[&'a str],
@@ -114,7 +114,7 @@ fn parse_limit(text: &str) -> Result<u32, ApiError> {
     u32::try_from(n).map_err(|_| ApiError::bad_request("limit out of range"))
 }
 
-/// `?limit=N&after=ID` of `GET /v1/wallets` (PROTOCOL.md §5).
+/// `?limit=N&after=ID` of `GET /v1/wallets` (docs/protocol.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListQuery {
     pub limit: u32,

@@ -38,7 +38,7 @@ pub fn system_clock() -> Clock {
     })
 }
 
-/// How long a completed session stays 409 after it expires (PROTOCOL.md, "Errors").
+/// How long a completed session stays 409 after it expires (docs/protocol.md, "Errors").
 pub const COMPLETED_SESSION_RETENTION: u64 = 24 * 60 * 60;
 
 /// Everything a handler needs.

@@ -96,7 +96,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         clock: system_clock(),
     };
 
-    // Forget sessions a day after they expire (PROTOCOL.md: a completed
+    // Forget sessions a day after they expire (docs/protocol.md: a completed
     // session stays 409 for at least 24 hours after it expires).
     let purge = state.clone();
     tokio::spawn(async move {

@@ -1,6 +1,6 @@
 //! The relay to the secure environment: plain HTTP over a local address
 //! or a Unix socket, through a pooled hyper-util client (no TLS stack in
-//! this process), with DESIGN.md's 10 s budget per call.
+//! this process), with docs/design.md's 10 s budget per call.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ tokio::task_local! {
     pub static REQUEST_ID: u64;
 }
 
-/// Budget for one call to the secure environment (DESIGN.md, "timeouts").
+/// Budget for one call to the secure environment (docs/design.md, "timeouts").
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 

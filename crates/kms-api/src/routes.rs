@@ -1,4 +1,4 @@
-//! The public routes of PROTOCOL.md §§0–5 and the middleware around them.
+//! The public routes of docs/protocol.md §§0–5 and the middleware around them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use crate::extract::{AuditQuery, JsonBody, ListQuery, PathId};
 use crate::relay::relay;
 use crate::{ApiError, AppState};
 
-/// Budget for a whole client request (DESIGN.md, "timeouts").
+/// Budget for a whole client request (docs/design.md, "timeouts").
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The public routes of §§0–6 and the middleware around every route; the
@@ -129,7 +129,7 @@ async fn health(State(s): State<AppState>) -> Result<Json<Health>, ApiError> {
 
 #[utoipa::path(get, path = "/v1/attestation", tag = "identity",
     responses(
-        (status = 200, description = "identity key and measurement (PROTOCOL.md §1)", body = Attestation),
+        (status = 200, description = "identity key and measurement (docs/protocol.md §1)", body = Attestation),
         (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
     ))]
 async fn attestation(State(s): State<AppState>) -> Result<Json<Attestation>, ApiError> {
@@ -145,7 +145,7 @@ async fn attestation(State(s): State<AppState>) -> Result<Json<Attestation>, Api
 #[utoipa::path(post, path = "/v1/import-sessions", tag = "import",
     request_body(content = Option<StartImportSession>, description = "empty, {}, or a client nonce"),
     responses(
-        (status = 201, description = "a new import session (PROTOCOL.md §2)", body = ImportEnvelope),
+        (status = 201, description = "a new import session (docs/protocol.md §2)", body = ImportEnvelope),
         (status = 400, description = "malformed request", body = kms_protocol::ErrorBody),
         (status = 413, description = "body over 64 KiB", body = kms_protocol::ErrorBody),
         (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
@@ -175,7 +175,7 @@ async fn start_import_session(
     params(("session_id" = kms_protocol::Id, Path, description = "session id, hyphenated UUID")),
     request_body = CompleteImport,
     responses(
-        (status = 201, description = "the wallet and its signed receipt (PROTOCOL.md §3)", body = ImportReceipt),
+        (status = 201, description = "the wallet and its signed receipt (docs/protocol.md §3)", body = ImportReceipt),
         (status = 400, description = "malformed request or id", body = kms_protocol::ErrorBody),
         (status = 404, description = "unknown session", body = kms_protocol::ErrorBody),
         (status = 409, description = "session already completed", body = kms_protocol::ErrorBody),
@@ -235,7 +235,7 @@ async fn complete_import(
 #[utoipa::path(get, path = "/v1/wallets/{wallet_id}", tag = "wallets",
     params(("wallet_id" = kms_protocol::Id, Path, description = "wallet id, hyphenated UUID")),
     responses(
-        (status = 200, description = "wallet metadata (PROTOCOL.md §5)", body = WalletMetadata),
+        (status = 200, description = "wallet metadata (docs/protocol.md §5)", body = WalletMetadata),
         (status = 400, description = "malformed id", body = kms_protocol::ErrorBody),
         (status = 404, description = "unknown wallet", body = kms_protocol::ErrorBody),
         (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
@@ -264,7 +264,7 @@ async fn wallet(
         ("after" = Option<kms_protocol::Id>, Query, description = "list ids greater than this one"),
     ),
     responses(
-        (status = 200, description = "a page of wallets in ascending id order (PROTOCOL.md §5)", body = WalletPage),
+        (status = 200, description = "a page of wallets in ascending id order (docs/protocol.md §5)", body = WalletPage),
         (status = 400, description = "limit or after out of range", body = kms_protocol::ErrorBody),
         (status = 503, description = "the secure environment or the store is unreachable (Retry-After: 1)", body = kms_protocol::ErrorBody),
     ))]
@@ -281,7 +281,7 @@ async fn list_wallets(
     params(("wallet_id" = kms_protocol::Id, Path, description = "wallet id, hyphenated UUID")),
     request_body = ExportWallet,
     responses(
-        (status = 200, description = "the wallet sealed to the recipient, signed (PROTOCOL.md §4)", body = ExportBundle),
+        (status = 200, description = "the wallet sealed to the recipient, signed (docs/protocol.md §4)", body = ExportBundle),
         (status = 400, description = "malformed request, or a recipient key off the curve", body = kms_protocol::ErrorBody),
         (status = 401, description = "owner-bound wallet without authorization", body = kms_protocol::ErrorBody),
         (status = 403, description = "authorization does not verify or is out of its window", body = kms_protocol::ErrorBody),
@@ -393,7 +393,7 @@ async fn audit(State(s): State<AppState>, q: AuditQuery) -> Result<Json<AuditPag
 }
 
 /// Cuts `limit + 1` fetched items to a page of `limit`; `next` is the last
-/// key of the page when more follow (PROTOCOL.md §5).
+/// key of the page when more follow (docs/protocol.md §5).
 fn page<T, K>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> K) -> (Vec<T>, Option<K>) {
     let limit = limit as usize;
     let more = items.len() > limit;

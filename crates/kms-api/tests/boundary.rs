@@ -1,5 +1,5 @@
 //! The trust boundary, proven from the dependency graph: kms-api links no
-//! crate that handles key material or does TLS (DESIGN.md, "Trust boundary").
+//! crate that handles key material or does TLS (docs/design.md, "Trust boundary").
 //!
 //! Walks the resolved graph of `cargo metadata --all-features` from kms-api
 //! along normal (linked) edges only — build scripts and dev-dependencies are

@@ -1,7 +1,7 @@
 //! Request and response bodies of the public API (docs/protocol.md §§0–9).
 //!
 //! Requests ignore unknown members, reject a known member given twice, and
-//! read `null` as absent, as PROTOCOL.md's "Request bodies" asks.
+//! read `null` as absent, as docs/protocol.md's "Request bodies" asks.
 
 use serde::{Deserialize, Serialize};
 

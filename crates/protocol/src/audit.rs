@@ -150,7 +150,7 @@ pub struct AuditRecord {
     pub seq: u64,
     pub time: u64,
     pub event: AuditEvent,
-    /// `"ok"`, or the PROTOCOL.md error code the operation was refused with.
+    /// `"ok"`, or the docs/protocol.md error code the operation was refused with.
     pub outcome: String,
     pub session_id: Option<Id>,
     pub wallet_id: Option<Id>,

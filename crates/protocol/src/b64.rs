@@ -1,4 +1,4 @@
-//! Canonical base64url without padding (PROTOCOL.md, "Encodings"; RFC 4648 §5).
+//! Canonical base64url without padding (docs/protocol.md, "Encodings"; RFC 4648 §5).
 //!
 //! The alphabet is `A–Z a–z 0–9 - _`, no `=`, no whitespace, and the unused
 //! trailing bits must be zero, so every byte string has exactly one encoding.

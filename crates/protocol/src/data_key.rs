@@ -118,7 +118,7 @@ impl<'de> Deserialize<'de> for EncryptionContext {
     }
 }
 
-/// `null` reads as absent (PROTOCOL.md, "Request bodies").
+/// `null` reads as absent (docs/protocol.md, "Request bodies").
 fn context_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<EncryptionContext, D::Error> {
     Option::<EncryptionContext>::deserialize(d).map(Option::unwrap_or_default)
 }

@@ -1,8 +1,8 @@
-//! The error JSON of PROTOCOL.md, "Errors": `{"error": {"code", "message"}}`.
+//! The error JSON of docs/protocol.md, "Errors": `{"error": {"code", "message"}}`.
 
 use serde::{Deserialize, Serialize};
 
-/// A stable error code with its HTTP status (PROTOCOL.md's error table).
+/// A stable error code with its HTTP status (docs/protocol.md's error table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]

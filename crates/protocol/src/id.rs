@@ -1,4 +1,4 @@
-//! UUIDs as PROTOCOL.md uses them for `session_id` and `wallet_id`.
+//! UUIDs as docs/protocol.md uses them for `session_id` and `wallet_id`.
 //!
 //! Only the hyphenated 8-4-4-4-12 form parses. JSON carries it lowercase
 //! ([`Id::parse_json`]); URL paths and query parameters accept any case
@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Id([u8; 16]);
 
-/// A string that is not an id in PROTOCOL.md's form.
+/// A string that is not an id in docs/protocol.md's form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("not a hyphenated UUID")]
 pub struct InvalidId;

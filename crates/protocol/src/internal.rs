@@ -1,6 +1,6 @@
 //! The internal API between kms-api and the secure environment.
 //!
-//! This hop is the project's own (DESIGN.md, "Decisions"): JSON over local
+//! This hop is the project's own (docs/design.md, "Decisions"): JSON over local
 //! HTTP, errors in the same shape as the public API so kms-api can relay a
 //! client error's status and code unchanged. Everything kms-api holds for
 //! the secure environment is opaque sealed bytes ([`Bytes`]); their layouts
@@ -161,7 +161,7 @@ pub struct Exported {
     pub audit: AuditRecord,
 }
 
-/// An error from the secure environment: PROTOCOL.md's error object and,
+/// An error from the secure environment: docs/protocol.md's error object and,
 /// when the refusal was recorded, its audit record, which kms-api must
 /// store before it answers (fail closed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,5 +21,5 @@ pub use id::Id;
 pub use key_material::{Curve, KeyType};
 pub use types::{Bytes, Bytes32, HpkeCiphertext, Nonce, P256PublicKey, Signature};
 
-/// Largest request body either server reads (PROTOCOL.md, "Request bodies").
+/// Largest request body either server reads (docs/protocol.md, "Request bodies").
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -1,6 +1,6 @@
 //! OpenAPI schemas of the byte-valued wire types: strings in canonical
 //! base64url (or hex, or a UUID) with their lengths, so a schema-driven
-//! client or fuzzer produces what PROTOCOL.md allows.
+//! client or fuzzer produces what docs/protocol.md allows.
 
 use std::borrow::Cow;
 
@@ -14,7 +14,7 @@ use crate::{Bytes, Bytes32, DerivationPath, HpkeCiphertext, Id, Nonce, P256Publi
 /// Canonical base64url without padding: whole quanta of 4 characters,
 /// then a 2- or 3-character tail whose unused low bits are zero. The
 /// patterns below pin the byte lengths too, so generated values are
-/// exactly the ones PROTOCOL.md allows.
+/// exactly the ones docs/protocol.md allows.
 const Q: &str = "[A-Za-z0-9_-]{4}";
 const T1: &str = "[A-Za-z0-9_-][AQgw]";
 const T2: &str = "[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048]";

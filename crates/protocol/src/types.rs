@@ -1,4 +1,4 @@
-//! Byte values of PROTOCOL.md, each parsed from canonical base64url into a
+//! Byte values of docs/protocol.md, each parsed from canonical base64url into a
 //! type that can only hold a value the protocol allows.
 
 use std::fmt;
@@ -15,7 +15,7 @@ const P256_P: [u8; 32] = [
 
 /// A P-256 public key in SEC1 uncompressed form (`0x04 ‖ X ‖ Y`, 65 bytes)
 /// with X, Y < p. Whether the point is on the curve is checked by the secure
-/// environment (PROTOCOL.md, "Encodings"); this type only guarantees the shape.
+/// environment (docs/protocol.md, "Encodings"); this type only guarantees the shape.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct P256PublicKey([u8; 65]);
 

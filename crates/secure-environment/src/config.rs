@@ -1,4 +1,4 @@
-//! Command line and environment (DESIGN.md, "Command line").
+//! Command line and environment (docs/design.md, "Command line").
 
 use std::path::PathBuf;
 

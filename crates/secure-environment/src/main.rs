@@ -147,7 +147,7 @@ fn print_identity(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Lowercase hex SHA-256 of this executable (PROTOCOL.md §1 `measurement`).
+/// Lowercase hex SHA-256 of this executable (docs/protocol.md §1 `measurement`).
 fn measurement() -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("locating own executable")?;
     let bytes = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;

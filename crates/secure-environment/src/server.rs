@@ -318,7 +318,7 @@ fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Rejected> {
     })
 }
 
-/// A refusal in the internal error format: PROTOCOL.md's error object and
+/// A refusal in the internal error format: docs/protocol.md's error object and
 /// the audit record of the refusal, which kms-api stores before it answers.
 fn refusal(r: Refused) -> Response {
     let code = r.error.code();

@@ -1,4 +1,4 @@
-//! Errors of the secure environment, mapped to PROTOCOL.md's codes at the HTTP edge.
+//! Errors of the secure environment, mapped to docs/protocol.md's codes at the HTTP edge.
 
 use kms_crypto::envelope::EnvelopeError;
 use kms_crypto::CryptoError;

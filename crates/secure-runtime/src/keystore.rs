@@ -270,7 +270,7 @@ pub fn load_or_create(data_dir: &Path, spec: &RootKeySpec) -> Result<Loaded, Key
 }
 
 /// Re-seals the key set in `data_dir`, opened with `from`, under `to`
-/// (DESIGN.md, "Key hierarchy": rotating the root key re-wraps the master
+/// (docs/design.md, "Key hierarchy": rotating the root key re-wraps the master
 /// keys only). The previous sealed file is kept beside it as
 /// `keyset.sealed.<unix time>.bak` until the operator removes it.
 /// `prepare` runs on the opened key set before anything is written (to

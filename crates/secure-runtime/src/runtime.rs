@@ -54,10 +54,10 @@ pub fn system_clock() -> Clock {
     })
 }
 
-/// How far ahead an owner's authorization may expire (PROTOCOL.md §6).
+/// How far ahead an owner's authorization may expire (docs/protocol.md §6).
 pub const MAX_AUTHORIZATION_WINDOW: u64 = 300;
 
-/// The provider the attestation is rooted in (PROTOCOL.md §1).
+/// The provider the attestation is rooted in (docs/protocol.md §1).
 pub const PROVIDER: &str = "software";
 
 struct Trusted {
@@ -126,7 +126,7 @@ impl std::fmt::Debug for SecureRuntime {
 
 impl SecureRuntime {
     /// Takes ownership of the key set and locks its memory. A failed `mlock`
-    /// is a loud warning, not a refusal to start (DESIGN.md, "Decisions").
+    /// is a loud warning, not a refusal to start (docs/design.md, "Decisions").
     pub fn new(
         keys: KeySet,
         audit: AuditLog,
@@ -252,7 +252,7 @@ impl TrustedEnv<'_> {
         Ok(Id::new_v4(rng::array(&mut rng::SystemRng)?))
     }
 
-    /// The identity public key and the measurement (PROTOCOL.md §1).
+    /// The identity public key and the measurement (docs/protocol.md §1).
     pub fn identity(&self) -> Identity {
         Identity {
             provider: PROVIDER.to_owned(),
@@ -261,7 +261,7 @@ impl TrustedEnv<'_> {
         }
     }
 
-    /// Starts an import session (PROTOCOL.md §2): a fresh HPKE key pair, its
+    /// Starts an import session (docs/protocol.md §2): a fresh HPKE key pair, its
     /// proof under the identity key, and its private key sealed for kms-api.
     fn start_session_inner(
         &self,
@@ -293,7 +293,7 @@ impl TrustedEnv<'_> {
         ))
     }
 
-    /// Completes an import (PROTOCOL.md §3). Checks, in order: the sealed
+    /// Completes an import (docs/protocol.md §3). Checks, in order: the sealed
     /// state opens (else the store is at fault, 500), the session has not
     /// completed here (409), it has not expired (410), the ciphertext opens
     /// (422 `decryption_failed`), the plaintext is key material (422
@@ -383,7 +383,7 @@ impl TrustedEnv<'_> {
         Ok(())
     }
 
-    /// Exports a wallet sealed to `recipient_public_key` (PROTOCOL.md §4).
+    /// Exports a wallet sealed to `recipient_public_key` (docs/protocol.md §4).
     /// Checks, in order: the recipient key is on the curve (400), the stored
     /// record opens (else 500), the owner's authorization for an owner-bound
     /// wallet (401/403, §6).
@@ -478,7 +478,7 @@ impl TrustedEnv<'_> {
         }
     }
 
-    /// Starts an import session (PROTOCOL.md §2), audited.
+    /// Starts an import session (docs/protocol.md §2), audited.
     pub fn start_session(&self, client_nonce: Option<&Nonce>) -> Result<SessionStarted, Refused> {
         let (envelope, sealed_state) = self
             .start_session_inner(client_nonce)
@@ -495,7 +495,7 @@ impl TrustedEnv<'_> {
         })
     }
 
-    /// Completes an import (PROTOCOL.md §3), audited whether it succeeds or
+    /// Completes an import (docs/protocol.md §3), audited whether it succeeds or
     /// is refused. If the record cannot be written the import is undone
     /// (the session stays usable) and nothing is returned.
     pub fn import(&self, req: &Import) -> Result<Imported, Refused> {
@@ -525,7 +525,7 @@ impl TrustedEnv<'_> {
         }
     }
 
-    /// Exports a wallet (PROTOCOL.md §4, §6), audited whether granted or
+    /// Exports a wallet (docs/protocol.md §4, §6), audited whether granted or
     /// refused. The ciphertext is returned only once its record is written.
     pub fn export(&self, req: &Export) -> Result<Exported, Refused> {
         let mut owner = None;

@@ -96,7 +96,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn wallet(&self, id: &Id) -> Result<Option<WalletRecord>, StoreError>;
 
     /// Up to `limit` wallets' metadata with ids greater than `after`, in
-    /// ascending id order (PROTOCOL.md §5).
+    /// ascending id order (docs/protocol.md §5).
     async fn list_wallets(
         &self,
         after: Option<&Id>,

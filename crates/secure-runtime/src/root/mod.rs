@@ -1,4 +1,4 @@
-//! Root-key providers (DESIGN.md, "Key hierarchy"): whatever holds the root
+//! Root-key providers (docs/design.md, "Key hierarchy"): whatever holds the root
 //! key wraps and unwraps the 32-byte key that seals the key set, and never
 //! hands the root key out.
 //!
