@@ -4,7 +4,9 @@
 # real binaries on loopback at fixed concurrency levels, and the headline
 # ratio of end-to-end export throughput to the limit on the same cores.
 #   SECONDS_PER_LEVEL=10 RUNS=3 CONCURRENCY=1,8,64 ./scripts/bench.sh
-# OPS picks the load operations (default: export import data-key-decrypt).
+# OPS picks the load operations (default: export import data-key-decrypt);
+# the ceilings and OpenBao's peers run for the operations picked. The sign
+# scenarios (issue 17): OPS="sign-ecdsa-secp256k1 sign-ed25519 sign-ecdsa-p256".
 # INTERNAL_HOP=unix puts the kms-api → secure-environment hop on a Unix
 # socket (default: loopback TCP, as the demo runs).
 # CEILING=0 skips the ceiling (each operation's cryptography behind two
@@ -68,7 +70,9 @@ RUST_LOG=warn "$server_bin/kms-api" --listen 127.0.0.1:0 --secure-env-url "$se_u
 pids+=($!); api_pid=$!
 api="$(addr_of "$work/api.out")"
 
-for op in ${OPS:-export import data-key-decrypt}; do
+ops=" ${OPS:-export import data-key-decrypt} "
+picked() { [[ "$ops" == *" $1 "* ]]; }
+for op in $ops; do
   echo "== load: $op"
   "$bin/kms-bench" load --api-url "http://$api" --op "$op" --concurrency "$levels" \
     --seconds "$secs" --runs "$runs" --pid "se=$se_pid" --pid "api=$api_pid" --json-out "$results"
@@ -77,12 +81,21 @@ done
 # Latency at half of saturation (issue 5: p99 < 5 ms): open loop, requests
 # due on a fixed schedule at half the best export throughput just measured,
 # each latency counted from when it was due.
-if [[ " ${OPS:-export} " == *" export "* ]]; then
+if picked export; then
   half="$(python3 -c 'import json, sys
 xs = [r["ops_per_s"]["median"] for r in map(json.loads, open(sys.argv[1])) if r["bench"] == "load" and r["op"] == "Export" and r.get("rate") is None and not r.get("label")]
 print(round(max(xs) / 2))' "$results")"
   echo "== load: export, open loop at half of saturation ($half/s)"
   "$bin/kms-bench" load --api-url "http://$api" --op export --rate "$half" --concurrency 64 \
+    --seconds "$secs" --runs "$runs" --pid "se=$se_pid" --pid "api=$api_pid" --json-out "$results"
+fi
+# The same for signing (issue 17: p99 < 10 ms at half of saturation).
+if picked sign-ecdsa-secp256k1; then
+  sign_half="$(python3 -c 'import json, sys
+xs = [r["ops_per_s"]["median"] for r in map(json.loads, open(sys.argv[1])) if r["bench"] == "load" and r["op"] == "SignEcdsaSecp256k1" and r.get("rate") is None and not r.get("label")]
+print(round(max(xs) / 2))' "$results")"
+  echo "== load: sign-ecdsa-secp256k1, open loop at half of saturation ($sign_half/s)"
+  "$bin/kms-bench" load --api-url "http://$api" --op sign-ecdsa-secp256k1 --rate "$sign_half" --concurrency 64 \
     --seconds "$secs" --runs "$runs" --pid "se=$se_pid" --pid "api=$api_pid" --json-out "$results"
 fi
 
@@ -151,12 +164,15 @@ else
   mkdir -p "$work/floor-audit"
   durable=(--scratch "$work/floor-audit")
   ceiling "empty relay" floor
-  ceiling export floor --crypto export
-  ceiling "export, durable audit" floor --crypto export "${durable[@]}"
-  ceiling import floor-import --crypto import
-  ceiling "import, durable audit" floor-import --crypto import "${durable[@]}"
-  ceiling data-key-decrypt floor --crypto data-key-decrypt
-  ceiling "data-key-decrypt, durable audit" floor --crypto data-key-decrypt "${durable[@]}"
+  for op in export data-key-decrypt sign-ecdsa-secp256k1 sign-ed25519; do
+    picked "$op" || continue
+    ceiling "$op" floor --crypto "$op"
+    ceiling "$op, durable audit" floor --crypto "$op" "${durable[@]}"
+  done
+  if picked import; then
+    ceiling import floor-import --crypto import
+    ceiling "import, durable audit" floor-import --crypto import "${durable[@]}"
+  fi
   if [ -n "${half:-}" ]; then
     ceiling_rate="$half"
     ceiling "export at half of saturation" floor --crypto export
@@ -166,7 +182,7 @@ else
   # The machine drifts by tens of per cent within minutes, so export and
   # both its ceilings also run in alternation, one run each per turn, and
   # the summary gives the ratios of each turn.
-  if [[ " ${OPS:-export} " == *" export "* ]]; then
+  if picked export; then
     if ceiling_up --crypto export; then
       plain_url="$floor_url"; plain_pids=("$floor_in_pid" "$floor_out_pid")
       if ceiling_up --crypto export "${durable[@]}"; then
@@ -233,12 +249,42 @@ openbao() {
     echo "== openbao: SKIPPED (bao server -dev did not answer /v1/sys/health: ${why:-no output})"; return 0
   fi
   echo "== openbao: $("$bao" version 2>/dev/null | head -n 1), dev mode (in memory) on $addr"
-  for op in byok-import export encrypt decrypt; do
+  local peers=()
+  picked import && peers+=(byok-import)
+  picked export && peers+=(export)
+  picked data-key-decrypt && peers+=(encrypt decrypt)
+  for op in "${peers[@]}"; do
     echo "== openbao: $op"
     "$bin/kms-bench" openbao --addr "$addr" --token root --op "$op" --concurrency "$levels" \
       --seconds "$secs" --runs "$runs" --pid "bao=$bao_pid" --json-out "$results" \
       || echo "== openbao: $op FAILED (see above)"
   done
+  # Signing is compared with OpenBao's file audit device on (issue 17):
+  # every request and response logged to a file on the servers' disk, as
+  # ours is durable in the secure environment's log before it answers.
+  local signs=()
+  picked sign-ecdsa-p256 && signs+=(sign-ecdsa-p256)
+  picked sign-ed25519 && signs+=(sign-ed25519)
+  if [ ${#signs[@]} -gt 0 ]; then
+    if python3 - "$addr" "$work/bao-audit.log" <<'PY'
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1] + "/v1/sys/audit/file", method="PUT",
+    data=json.dumps({"type": "file", "options": {"file_path": sys.argv[2]}}).encode(),
+    headers={"X-Vault-Token": "root", "Content-Type": "application/json"})
+urllib.request.urlopen(req, timeout=5)
+PY
+    then
+      echo "== openbao: file audit device on ($work/bao-audit.log)"
+      for op in "${signs[@]}"; do
+        echo "== openbao: $op, with file audit"
+        "$bin/kms-bench" openbao --addr "$addr" --token root --op "$op" --concurrency "$levels" \
+          --seconds "$secs" --runs "$runs" --pid "bao=$bao_pid" --json-out "$results" \
+          || echo "== openbao: $op FAILED (see above)"
+      done
+    else
+      echo "== openbao: sign SKIPPED (the file audit device could not be enabled)"
+    fi
+  fi
   kill "$bao_pid" 2>/dev/null || true
 }
 if [ "${OPENBAO:-1}" = 0 ]; then
