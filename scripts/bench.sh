@@ -266,15 +266,22 @@ openbao() {
   picked sign-ecdsa-p256 && signs+=(sign-ecdsa-p256)
   picked sign-ed25519 && signs+=(sign-ed25519)
   if [ ${#signs[@]} -gt 0 ]; then
-    if python3 - "$addr" "$work/bao-audit.log" <<'PY'
-import json, sys, urllib.request
-req = urllib.request.Request(sys.argv[1] + "/v1/sys/audit/file", method="PUT",
-    data=json.dumps({"type": "file", "options": {"file_path": sys.argv[2]}}).encode(),
-    headers={"X-Vault-Token": "root", "Content-Type": "application/json"})
-urllib.request.urlopen(req, timeout=5)
-PY
-    then
-      echo "== openbao: file audit device on ($work/bao-audit.log)"
+    # OpenBao 2.x enables audit devices only from its configuration, so a
+    # second dev server starts with a file audit device declared.
+    kill "$bao_pid" 2>/dev/null || true; wait "$bao_pid" 2>/dev/null || true
+    printf 'audit "file" "bench" {\n  options {\n    file_path = "%s"\n  }\n}\n' "$work/bao-audit.log" >"$work/bao-audit.hcl"
+    "$bao" server -dev -dev-root-token-id=root -dev-no-store-token -config="$work/bao-audit.hcl" \
+      -dev-listen-address="127.0.0.1:$port" -log-level=warn >"$work/bao-audit-server.log" 2>&1 &
+    bao_pid=$!; pids+=("$bao_pid"); up=""
+    for _ in $(seq 1 300); do
+      if ! kill -0 "$bao_pid" 2>/dev/null; then break; fi
+      if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/v1/sys/health", timeout=1)' "$addr" 2>/dev/null; then
+        up=1; break
+      fi
+      sleep 0.1
+    done
+    if [ -n "$up" ]; then
+      echo "== openbao: restarted with a file audit device ($work/bao-audit.log)"
       for op in "${signs[@]}"; do
         echo "== openbao: $op, with file audit"
         "$bin/kms-bench" openbao --addr "$addr" --token root --op "$op" --concurrency "$levels" \
@@ -282,7 +289,7 @@ PY
           || echo "== openbao: $op FAILED (see above)"
       done
     else
-      echo "== openbao: sign SKIPPED (the file audit device could not be enabled)"
+      echo "== openbao: sign SKIPPED (bao with a file audit device did not start: $(tail -n 1 "$work/bao-audit-server.log"))"
     fi
   fi
   kill "$bao_pid" 2>/dev/null || true

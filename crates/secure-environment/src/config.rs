@@ -40,12 +40,13 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub session_ttl: u64,
 
-    /// How many HD root nodes (one per wallet and curve) to keep in memory,
-    /// so a `bip39` wallet's 2048-round seed is computed once, not on every
-    /// derive and sign. 0 keeps none.
-    #[arg(long, env = "SECURE_ENV_HD_ROOT_CACHE_ENTRIES",
-          default_value_t = secure_runtime::runtime::DEFAULT_HD_ROOT_CACHE_ENTRIES)]
-    pub hd_root_cache_entries: usize,
+    /// How many HD nodes (each wallet's root per curve, and the paths asked
+    /// for) to keep in memory, so a `bip39` wallet's 2048-round seed and a
+    /// path's derivation are computed once, not on every derive and sign.
+    /// 0 keeps none.
+    #[arg(long, env = "SECURE_ENV_HD_NODE_CACHE_ENTRIES",
+          default_value_t = secure_runtime::runtime::DEFAULT_HD_NODE_CACHE_ENTRIES)]
+    pub hd_node_cache_entries: usize,
 
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -114,7 +114,7 @@ fn runtime(
         measurement,
         system_clock(),
     )
-    .with_hd_root_cache(cli.hd_root_cache_entries);
+    .with_hd_node_cache(cli.hd_node_cache_entries);
     let event = match (created, opened) {
         (true, _) => Some(AuditEvent::KeysetCreated),
         (false, true) => Some(AuditEvent::KeysetOpened),

@@ -26,8 +26,8 @@ use kms_protocol::{Bytes, Id, Nonce, P256PublicKey};
 
 mod wallets;
 
-use wallets::HdRootCache;
-pub use wallets::DEFAULT_HD_ROOT_CACHE_ENTRIES;
+use wallets::HdNodeCache;
+pub use wallets::DEFAULT_HD_NODE_CACHE_ENTRIES;
 
 use crate::audit::AuditLog;
 use crate::keystore::KeySetFile;
@@ -76,8 +76,8 @@ struct Trusted {
     session_ttl: u64,
     measurement: String,
     clock: Clock,
-    /// HD root nodes recently used (docs/design.md, "HD wallets").
-    hd_roots: HdRootCache,
+    /// HD nodes recently used (docs/design.md, "HD wallets").
+    hd_nodes: HdNodeCache,
 }
 
 /// Sessions completed here, so a replayed completion is refused even if
@@ -159,16 +159,16 @@ impl SecureRuntime {
                 session_ttl,
                 measurement,
                 clock,
-                hd_roots: HdRootCache::new(DEFAULT_HD_ROOT_CACHE_ENTRIES),
+                hd_nodes: HdNodeCache::new(DEFAULT_HD_NODE_CACHE_ENTRIES),
             }),
         }
     }
 
-    /// Keeps at most `entries` HD root nodes in memory (0: none, every
-    /// derive and sign recomputes its wallet's root). Call before sharing.
-    pub fn with_hd_root_cache(mut self, entries: usize) -> Self {
+    /// Keeps at most `entries` HD nodes in memory (0: none, every derive
+    /// and sign recomputes its wallet's root and path). Call before sharing.
+    pub fn with_hd_node_cache(mut self, entries: usize) -> Self {
         if let Some(t) = Arc::get_mut(&mut self.inner) {
-            t.hd_roots = HdRootCache::new(entries);
+            t.hd_nodes = HdNodeCache::new(entries);
         }
         self
     }

@@ -14,26 +14,28 @@ use kms_protocol::api::{
 };
 use kms_protocol::audit::{AuditEntry, AuditEvent, Digest32};
 use kms_protocol::internal::{Derive, Derived, Generate, Generated, Sign, Signed, WalletRecord};
-use kms_protocol::{Bytes, Bytes32, Curve, Id, KeyType, P256PublicKey, Signature};
+use kms_protocol::{Bytes, Bytes32, Curve, DerivationPath, Id, KeyType, P256PublicKey, Signature};
 
 use super::{Refused, TrustedEnv, MAX_AUTHORIZATION_WINDOW};
 use crate::EnvError;
 
-/// How many HD root nodes the secure environment keeps by default.
-pub const DEFAULT_HD_ROOT_CACHE_ENTRIES: usize = 4096;
+/// How many HD nodes the secure environment keeps by default.
+pub const DEFAULT_HD_NODE_CACHE_ENTRIES: usize = 4096;
 
-/// The root nodes (`m`) of HD wallets recently used, per (wallet, curve):
-/// a `bip39` root costs a 2048-round PBKDF2, which would otherwise be paid
-/// on every derive and sign. Bounded, least recently used out first; an
-/// evicted node is zeroized when its last user drops it. A wallet's
-/// material never changes for its id (the id is bound into its envelope's
-/// AAD and never reused), and the envelope is still opened and its owner
-/// checked on every request, so a hit skips only the seed computation.
-pub(crate) struct HdRootCache {
-    roots: Option<Mutex<RootLru>>,
+/// HD nodes recently used, per (wallet, curve, path): each wallet's root
+/// `m` (a `bip39` root costs a 2048-round PBKDF2) and the nodes it was
+/// asked for (a BIP-44 path is five HMACs and point multiplications),
+/// which would otherwise be paid on every derive and sign. Bounded, least
+/// recently used out first; an evicted node is zeroized when its last user
+/// drops it. A wallet's material never changes for its id (the id is bound
+/// into its envelope's AAD and never reused), and the envelope is still
+/// opened and its owner checked on every request, so a hit skips only the
+/// derivation.
+pub(crate) struct HdNodeCache {
+    nodes: Option<Mutex<NodeLru>>,
 }
 
-type RootLru = lru::LruCache<(Id, Curve), Arc<ExtendedKey>>;
+type NodeLru = lru::LruCache<(Id, Curve, DerivationPath), Arc<ExtendedKey>>;
 
 /// What a signature answer carries besides the ids: the public key, the
 /// 64 signature bytes, the ECDSA recovery id.
@@ -43,36 +45,58 @@ struct Signature64 {
     recovery_id: Option<u8>,
 }
 
-impl HdRootCache {
+impl HdNodeCache {
     pub(crate) fn new(entries: usize) -> Self {
         Self {
-            roots: NonZeroUsize::new(entries).map(|n| Mutex::new(lru::LruCache::new(n))),
+            nodes: NonZeroUsize::new(entries).map(|n| Mutex::new(lru::LruCache::new(n))),
         }
     }
 
-    fn root(
+    fn get(&self, key: &(Id, Curve, DerivationPath)) -> Option<Arc<ExtendedKey>> {
+        let nodes = self.nodes.as_ref()?;
+        nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn put(&self, key: (Id, Curve, DerivationPath), node: &Arc<ExtendedKey>) {
+        if let Some(nodes) = &self.nodes {
+            nodes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .put(key, node.clone());
+        }
+    }
+
+    /// The node at `path` on `curve`, from the cache or derived from the
+    /// (cached) root.
+    fn node(
         &self,
         wallet_id: Id,
         curve: Curve,
+        path: &DerivationPath,
         material: &KeyMaterial,
     ) -> Result<Arc<ExtendedKey>, KeyUseError> {
-        let Some(roots) = &self.roots else {
-            return Ok(Arc::new(material.hd_root(curve)?));
+        if let Some(node) = self.get(&(wallet_id, curve, *path)) {
+            return Ok(node);
+        }
+        let root_key = (wallet_id, curve, DerivationPath::master());
+        let root = match self.get(&root_key) {
+            Some(root) => root,
+            None => {
+                let root = Arc::new(material.hd_root(curve)?);
+                self.put(root_key, &root);
+                root
+            }
         };
-        let hit = roots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(wallet_id, curve))
-            .cloned();
-        if let Some(root) = hit {
+        if path.depth() == 0 {
             return Ok(root);
         }
-        let root = Arc::new(material.hd_root(curve)?);
-        roots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put((wallet_id, curve), root.clone());
-        Ok(root)
+        let node = Arc::new(root.derive(path)?);
+        self.put((wallet_id, curve, *path), &node);
+        Ok(node)
     }
 }
 
@@ -122,14 +146,14 @@ impl TrustedEnv<'_> {
         sign::verify(owner, &msg, &auth.signature).map_err(|_| EnvError::AuthorizationFailed)
     }
 
-    /// The key at `path` on `curve` of an HD wallet, through the root cache.
+    /// The key at `path` on `curve` of an HD wallet, through the node cache.
     fn hd_node(
         &self,
         wallet_id: Id,
         material: &KeyMaterial,
         curve: Curve,
-        path: &kms_protocol::DerivationPath,
-    ) -> Result<ExtendedKey, EnvError> {
+        path: &DerivationPath,
+    ) -> Result<Arc<ExtendedKey>, EnvError> {
         // The §8 checks first, so a refused request costs no seed.
         if !material.key_type().is_hd() {
             return Err(EnvError::UnsupportedOperation(
@@ -146,8 +170,7 @@ impl TrustedEnv<'_> {
                 "ed25519 derives hardened steps only",
             ));
         }
-        let root = self.t.hd_roots.root(wallet_id, curve, material)?;
-        Ok(root.derive(path).map_err(KeyUseError::from)?)
+        Ok(self.t.hd_nodes.node(wallet_id, curve, path, material)?)
     }
 
     fn generate_inner(&self, req: &Generate) -> Result<(GenerateReceipt, WalletRecord), EnvError> {
@@ -391,5 +414,35 @@ fn sign_with(key: &WalletKey, req: &SignRequest) -> Result<Signature64, EnvError
             recovery_id: None,
         }),
         _ => Err(wrong_curve()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache only ever answers what derivation would: with room for
+    /// one node (so every request evicts another), with plenty, and off.
+    #[test]
+    fn cached_nodes_equal_derived_ones() {
+        let material =
+            KeyMaterial::generate_with_rng(KeyType::Bip39, None, &mut rng::SystemRng).unwrap();
+        let wallet = Id::from_bytes([5; 16]);
+        let paths = ["m", "m/44'/60'/0'/0/0", "m/0", "m/44'/60'/0'/0/0", "m/1'/2"]
+            .map(|p| DerivationPath::parse(p).unwrap());
+        for entries in [0, 1, 64] {
+            let cache = HdNodeCache::new(entries);
+            for _ in 0..2 {
+                for curve in [Curve::Secp256k1, Curve::P256] {
+                    for path in &paths {
+                        let want = material.derive(curve, path).unwrap();
+                        let got = cache.node(wallet, curve, path, &material).unwrap();
+                        assert_eq!(got.public_key(), want.public_key(), "{entries} {path}");
+                        assert_eq!(got.chain_code(), want.chain_code());
+                        assert!(got.private_key().ct_eq(want.private_key()));
+                    }
+                }
+            }
+        }
     }
 }
