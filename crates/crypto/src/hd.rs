@@ -42,6 +42,10 @@ pub enum DeriveError {
     /// The node's curve is not the one asked for.
     #[error("this node is not on the requested curve")]
     WrongCurve,
+    /// A step below depth 255, which BIP-32's one-byte depth cannot record
+    /// (an imported `bip32` node may sit anywhere down to 255).
+    #[error("the path goes below depth 255")]
+    TooDeep,
     #[error(transparent)]
     Crypto(#[from] CryptoError),
 }
@@ -200,10 +204,7 @@ impl ExtendedKey {
             data.extend_from_slice(&self.public_key);
         }
         data.extend_from_slice(&ser32);
-        let depth = self
-            .depth
-            .checked_add(1)
-            .ok_or(CryptoError::Unsupported("depth above 255"))?;
+        let depth = self.depth.checked_add(1).ok_or(DeriveError::TooDeep)?;
         loop {
             let i = hmac_sha512(self.chain_code.expose(), &data)?;
             let (il, ir) = split(&i);
@@ -494,6 +495,16 @@ mod tests {
         bad[46..].copy_from_slice(&secp256k1::N);
         assert!(ExtendedKey::from_bip32(&bad).is_err());
         assert!(ExtendedKey::from_bip32(&ser.expose()[..77]).is_err());
+        // A valid node at depth 255 has no children BIP-32 can write.
+        let mut deep = ser.expose().to_vec();
+        deep[4] = 255;
+        deep[5..9].copy_from_slice(&[1, 2, 3, 4]);
+        let deep = ExtendedKey::from_bip32(&deep).unwrap();
+        assert_eq!(deep.derive(&path("m")).unwrap().depth(), 255);
+        assert!(matches!(
+            deep.derive(&path("m/0")),
+            Err(DeriveError::TooDeep)
+        ));
     }
 
     /// The BIP-39 reference vector for all-zero entropy ("abandon … about")

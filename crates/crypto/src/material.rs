@@ -31,6 +31,7 @@ impl From<DeriveError> for KeyUseError {
                 Self::Unsupported("ed25519 derives hardened steps only")
             }
             DeriveError::WrongCurve => Self::Unsupported("this wallet has no keys on that curve"),
+            DeriveError::TooDeep => Self::Unsupported("the path goes below depth 255"),
             DeriveError::Crypto(c) => Self::Crypto(c),
         }
     }

@@ -266,6 +266,19 @@ async fn hd_import_rules() {
     let m = kms_client::KeyMaterial::new(KeyType::Bip32, kms_client::SecretBytes::new(tprv), None)
         .unwrap();
     kms.import(&m).await.unwrap();
+    // A node at depth 255 imports, but has no child: 422, not a 500.
+    let mut deep = good.clone();
+    deep[4] = 255;
+    deep[5..9].copy_from_slice(&[1, 2, 3, 4]);
+    let m = kms_client::KeyMaterial::new(KeyType::Bip32, kms_client::SecretBytes::new(deep), None)
+        .unwrap();
+    let w = kms.import(&m).await.unwrap().wallet_id;
+    post_json(
+        &format!("{}/v1/wallets/{w}/derive", d.api_url()),
+        &json!({"curve": "secp256k1", "path": "m/0"}),
+    )
+    .await
+    .assert_error(422, "unsupported_operation");
     for len in [16, 20, 24, 28, 32] {
         let m = kms_client::KeyMaterial::new(
             KeyType::Bip39,

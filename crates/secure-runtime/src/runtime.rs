@@ -403,24 +403,9 @@ impl TrustedEnv<'_> {
         )?;
         *owner_seen = material.owner_public_key().copied();
         if let Some(owner) = material.owner_public_key() {
-            let auth = req
-                .authorization
-                .as_ref()
-                .ok_or(EnvError::AuthorizationRequired)?;
-            let now = self.now();
-            if auth.expires_at <= now
-                || auth.expires_at > now.saturating_add(MAX_AUTHORIZATION_WINDOW)
-            {
-                return Err(EnvError::AuthorizationFailed);
-            }
-            let msg = messages::export_request(
-                &r.wallet_id,
-                &req.recipient_public_key,
-                auth.expires_at,
-                auth.nonce.as_bytes(),
-            );
-            sign::verify(owner, &msg, &auth.signature)
-                .map_err(|_| EnvError::AuthorizationFailed)?;
+            self.check_owner(owner, req.authorization.as_ref(), |expires_at, nonce| {
+                messages::export_request(&r.wallet_id, &req.recipient_public_key, expires_at, nonce)
+            })?;
         }
         let plaintext = material.to_export_plaintext();
         let encrypted_key = hpke::seal(

@@ -127,10 +127,11 @@ impl TrustedEnv<'_> {
         )?)
     }
 
-    /// The owner's authorization, checked as docs/protocol.md §6 has it:
+    /// The owner's authorization, checked as docs/protocol.md §6 has it
+    /// (export and sign):
     /// 401 without one, 403 when expired, too far ahead or not verifying
     /// over `message(expires_at, nonce)`.
-    fn check_owner(
+    pub(super) fn check_owner(
         &self,
         owner: &P256PublicKey,
         auth: Option<&Authorization>,
