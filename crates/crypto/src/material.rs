@@ -259,16 +259,7 @@ impl KeyMaterial {
     /// The node `m` of an HD wallet on `curve` (docs/protocol.md §8): the
     /// master node of the BIP-39 seed, or the stored BIP-32 node.
     pub fn hd_root(&self, curve: Curve) -> Result<ExtendedKey, KeyUseError> {
-        if !self.key_type.is_hd() {
-            return Err(KeyUseError::Unsupported(
-                "a single-key wallet has no derivation tree",
-            ));
-        }
-        if !self.key_type.has_curve(curve) {
-            return Err(KeyUseError::Unsupported(
-                "this wallet has no keys on that curve",
-            ));
-        }
+        self.check_derivation(curve, &DerivationPath::master())?;
         match self.key_type {
             KeyType::Bip39 => {
                 let seed = hd::bip39_seed(self.private_key.expose())?;
@@ -279,9 +270,9 @@ impl KeyMaterial {
         }
     }
 
-    /// The node at `path` on `curve`, checked as §8 asks: HD wallets only,
-    /// a curve the wallet has, hardened steps only on ed25519.
-    pub fn derive(&self, curve: Curve, path: &DerivationPath) -> Result<ExtendedKey, KeyUseError> {
+    /// Whether this wallet can derive `path` on `curve`, as §8 asks: HD
+    /// wallets only, a curve the wallet has, hardened steps only on ed25519.
+    pub fn check_derivation(&self, curve: Curve, path: &DerivationPath) -> Result<(), KeyUseError> {
         if !self.key_type.is_hd() {
             return Err(KeyUseError::Unsupported(
                 "a single-key wallet has no derivation tree",
@@ -297,6 +288,12 @@ impl KeyMaterial {
                 "ed25519 derives hardened steps only",
             ));
         }
+        Ok(())
+    }
+
+    /// The node at `path` on `curve`, after [`KeyMaterial::check_derivation`].
+    pub fn derive(&self, curve: Curve, path: &DerivationPath) -> Result<ExtendedKey, KeyUseError> {
+        self.check_derivation(curve, path)?;
         Ok(self.hd_root(curve)?.derive(path)?)
     }
 

@@ -156,21 +156,7 @@ impl TrustedEnv<'_> {
         path: &DerivationPath,
     ) -> Result<Arc<ExtendedKey>, EnvError> {
         // The §8 checks first, so a refused request costs no seed.
-        if !material.key_type().is_hd() {
-            return Err(EnvError::UnsupportedOperation(
-                "a single-key wallet has no derivation tree",
-            ));
-        }
-        if !material.key_type().has_curve(curve) {
-            return Err(EnvError::UnsupportedOperation(
-                "this wallet has no keys on that curve",
-            ));
-        }
-        if curve == Curve::Ed25519 && !path.all_hardened() {
-            return Err(EnvError::UnsupportedOperation(
-                "ed25519 derives hardened steps only",
-            ));
-        }
+        material.check_derivation(curve, path)?;
         Ok(self.t.hd_nodes.node(wallet_id, curve, path, material)?)
     }
 
