@@ -86,6 +86,9 @@ pub enum Crypto {
     SignEcdsaSecp256k1,
     /// ed25519 by a single-key wallet.
     SignEd25519,
+    /// ecdsa-p256 by a single-key wallet (the OpenBao Transit peer's
+    /// algorithm).
+    SignEcdsaP256,
 }
 
 type Upstream = Client<HttpConnector, Full<Bytes>>;
@@ -125,6 +128,10 @@ impl Work {
                 .map_err(failed),
             Crypto::SignEd25519 => rt
                 .trusted_env_exec_async(|env| env.sign(&self.f.sign_ed25519).map(drop))
+                .await?
+                .map_err(failed),
+            Crypto::SignEcdsaP256 => rt
+                .trusted_env_exec_async(|env| env.sign(&self.f.sign_ecdsa_p256).map(drop))
                 .await?
                 .map_err(failed),
             Crypto::Import if path.ends_with("/start") => {
