@@ -189,66 +189,23 @@ pub fn segwit_address(hrp: &str, version: u8, program: &[u8]) -> Result<String, 
     Ok(out)
 }
 
-const BASE58: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-
 /// Base58Check: `payload ‖ SHA-256(SHA-256(payload))[..4]` in Base58.
 pub fn base58check_encode(payload: &[u8]) -> String {
-    let mut data = payload.to_vec();
-    data.extend_from_slice(&sha256(&sha256(payload))[..4]);
-    let zeros = data.iter().take_while(|&&b| b == 0).count();
-    let mut digits: Vec<u8> = Vec::with_capacity(data.len() * 138 / 100 + 1);
-    for &byte in &data {
-        let mut carry = u32::from(byte);
-        for d in digits.iter_mut() {
-            carry += u32::from(*d) << 8;
-            *d = (carry % 58) as u8;
-            carry /= 58;
-        }
-        while carry > 0 {
-            digits.push((carry % 58) as u8);
-            carry /= 58;
-        }
-    }
-    let mut out = String::with_capacity(zeros + digits.len());
-    out.extend(std::iter::repeat_n('1', zeros));
-    out.extend(
-        digits
-            .iter()
-            .rev()
-            .map(|&d| char::from(BASE58[usize::from(d)])),
-    );
-    out
+    kms_crypto::base58::encode(payload)
 }
 
 /// Decodes Base58Check, checking the 4-byte checksum.
 pub fn base58check_decode(text: &str) -> Result<Vec<u8>, AddressError> {
-    let zeros = text.bytes().take_while(|&b| b == b'1').count();
-    let mut bytes: Vec<u8> = Vec::with_capacity(text.len());
-    for c in text.bytes() {
-        let mut carry = BASE58
-            .iter()
-            .position(|&a| a == c)
-            .ok_or(AddressError("not Base58"))? as u32;
-        for b in bytes.iter_mut() {
-            carry += u32::from(*b) * 58;
-            *b = (carry & 0xff) as u8;
-            carry >>= 8;
-        }
-        while carry > 0 {
-            bytes.push((carry & 0xff) as u8);
-            carry >>= 8;
-        }
-    }
-    let mut out = vec![0u8; zeros];
-    out.extend(bytes.iter().rev());
-    if out.len() < 4 {
-        return Err(AddressError("too short for Base58Check"));
-    }
-    let (payload, check) = out.split_at(out.len() - 4);
-    if sha256(&sha256(payload))[..4] != *check {
-        return Err(AddressError("Base58Check checksum does not match"));
-    }
-    Ok(payload.to_vec())
+    use kms_crypto::base58::Base58Error;
+    kms_crypto::base58::decode(text)
+        .map(|b| b.expose().to_vec())
+        .map_err(|e| {
+            AddressError(match e {
+                Base58Error::Alphabet => "not Base58",
+                Base58Error::Short => "too short for Base58Check",
+                Base58Error::Checksum => "Base58Check checksum does not match",
+            })
+        })
 }
 
 /// The `xpub`/`tpub` string of a secp256k1 node from its parts.

@@ -43,6 +43,15 @@ pub const DATA_KEY_AAD: &[u8] = b"kms/data-key/v1";
 pub const DATA_KEY_SEAL: &[u8] = b"kms/data-key-seal/v1";
 /// Signature context of a data-key response.
 pub const DATA_KEY_RESPONSE: &[u8] = b"kms/data-key-response/v1";
+/// HKDF `info` deriving, from a master key, the key that seals the keys
+/// BitGo's wallet manager stores with the key provider (docs/bitgo.md).
+pub const PROVIDER_KEY_SEAL_KDF: &[u8] = b"kms/provider-key-seal/v1";
+/// AAD label of a key-provider key, bound to its row.
+pub const PROVIDER_KEY_AAD: &[u8] = b"kms/provider-key/v1";
+/// HKDF `info` deriving the key that wraps the key provider's data keys.
+pub const PROVIDER_DATA_KEY_WRAP_KDF: &[u8] = b"kms/provider-data-key-wrap/v1";
+/// AAD label of a key-provider data key.
+pub const PROVIDER_DATA_KEY_AAD: &[u8] = b"kms/provider-data-key/v1";
 
 #[cfg(test)]
 mod tests {
@@ -66,6 +75,10 @@ mod tests {
             super::DATA_KEY_AAD,
             super::DATA_KEY_SEAL,
             super::DATA_KEY_RESPONSE,
+            super::PROVIDER_KEY_SEAL_KDF,
+            super::PROVIDER_KEY_AAD,
+            super::PROVIDER_DATA_KEY_WRAP_KDF,
+            super::PROVIDER_DATA_KEY_AAD,
         ];
         for (i, a) in all.iter().enumerate() {
             assert!(a.starts_with(b"kms/") && (a.ends_with(b"/v1") || a.ends_with(b"/v2")));

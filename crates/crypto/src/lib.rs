@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aead;
+pub mod base58;
 pub mod audit;
 pub mod ed25519;
 pub mod envelope;
@@ -14,6 +15,7 @@ pub mod labels;
 pub mod material;
 pub mod messages;
 pub mod p256;
+pub mod provider;
 pub mod rng;
 pub mod secp256k1;
 pub mod secret;
