@@ -42,6 +42,10 @@ pub fn seal_record(
         curve: entry.curve,
         path: entry.path,
         payload_sha256: entry.payload_sha256,
+        provider_key: entry.provider_key,
+        key_source: entry.key_source,
+        provider_key_type: entry.provider_key_type,
+        coin: entry.coin,
         prev_hash,
         signature,
     })

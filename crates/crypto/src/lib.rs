@@ -2,8 +2,8 @@
 #![forbid(unsafe_code)]
 
 pub mod aead;
-pub mod base58;
 pub mod audit;
+pub mod base58;
 pub mod ed25519;
 pub mod envelope;
 pub mod error;

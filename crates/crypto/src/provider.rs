@@ -69,7 +69,9 @@ pub fn sealed_version(sealed: &[u8]) -> Result<u32, EnvelopeError> {
     if sealed.len() < 5 + aead::NONCE_BYTES + aead::TAG_BYTES || sealed[0] != FORMAT {
         return Err(EnvelopeError::Format);
     }
-    Ok(u32::from_be_bytes([sealed[1], sealed[2], sealed[3], sealed[4]]))
+    Ok(u32::from_be_bytes([
+        sealed[1], sealed[2], sealed[3], sealed[4],
+    ]))
 }
 
 fn seal(
@@ -161,7 +163,10 @@ mod tests {
         let b = binding("xpub1", "user");
         let (version, sealed) = seal_key(&keys, &b, b"xprv-secret").unwrap();
         assert_eq!(version, 1);
-        assert_eq!(open_key(&keys, &b, &sealed).unwrap().expose(), b"xprv-secret");
+        assert_eq!(
+            open_key(&keys, &b, &sealed).unwrap().expose(),
+            b"xprv-secret"
+        );
         for other in [
             binding("xpub1", "backup"),
             binding("xpub2", "user"),
@@ -181,7 +186,10 @@ mod tests {
         }
         let mut flipped = sealed.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        assert_eq!(open_key(&keys, &b, &flipped).err(), Some(EnvelopeError::Open));
+        assert_eq!(
+            open_key(&keys, &b, &flipped).err(),
+            Some(EnvelopeError::Open)
+        );
         assert_eq!(
             open_key(&keys, &b, &sealed[..10]).err(),
             Some(EnvelopeError::Format)

@@ -25,6 +25,14 @@
 //!   ‖ u8(len(algorithm)) ‖ algorithm ‖ u8(len(curve)) ‖ curve ‖ u8(len(path)) ‖ path
 //!   ‖ u8(len(payload_sha256)) ‖ payload_sha256
 //! ```
+//! Records of the key-provider API (docs/bitgo.md) carry four more,
+//! appended only when any is present (after all of the above):
+//! ```text
+//!   ‖ u8(len(provider_key)) ‖ provider_key ‖ u8(len(key_source)) ‖ key_source
+//!   ‖ u8(len(provider_key_type)) ‖ provider_key_type ‖ u8(len(coin)) ‖ coin
+//! ```
+//! `provider_key` is the SHA-256 of the stored key's `pub` string (a `tss`
+//! key's can be long), the others their ASCII names.
 //! `algorithm`, `curve` and `path` are their ASCII names (a path is at
 //! most 193 bytes), `payload_sha256` the 32-byte SHA-256 of the signed
 //! payload — never the payload itself. `signature` is the identity key's
@@ -38,6 +46,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::api::Algorithm;
+use crate::provider::{KeySource, ProviderKeyType};
 use crate::{Curve, DerivationPath, Id, KeyType, Signature};
 
 /// Domain-separation label of the signed body.
@@ -75,6 +84,18 @@ pub enum AuditEvent {
     KeyDerived,
     /// A payload was signed, or the signature refused (§9).
     Sign,
+    /// The key provider stored a key for BitGo's wallet manager, or refused to.
+    ProviderKeyStored,
+    /// The key provider made and stored a key (`POST /key/generate`).
+    ProviderKeyGenerated,
+    /// The key provider gave a stored key back, or refused to.
+    ProviderKeyFetched,
+    /// The key provider signed with a stored key, or refused to.
+    ProviderSign,
+    /// The key provider made a data key.
+    ProviderDataKeyGenerated,
+    /// The key provider opened a data key, or refused to.
+    ProviderDataKeyDecrypted,
 }
 
 impl AuditEvent {
@@ -93,6 +114,12 @@ impl AuditEvent {
             Self::WalletGenerated => "wallet_generated",
             Self::KeyDerived => "key_derived",
             Self::Sign => "sign",
+            Self::ProviderKeyStored => "provider_key_stored",
+            Self::ProviderKeyGenerated => "provider_key_generated",
+            Self::ProviderKeyFetched => "provider_key_fetched",
+            Self::ProviderSign => "provider_sign",
+            Self::ProviderDataKeyGenerated => "provider_data_key_generated",
+            Self::ProviderDataKeyDecrypted => "provider_data_key_decrypted",
         }
     }
 }
@@ -177,6 +204,18 @@ pub struct AuditRecord {
     /// SHA-256 of the signed payload (signatures); never the payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_sha256: Option<Digest32>,
+    /// SHA-256 of a key-provider key's `pub` (docs/bitgo.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_key: Option<Digest32>,
+    /// `user` or `backup` (key-provider records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_source: Option<KeySource>,
+    /// `independent` or `tss` (key-provider records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_key_type: Option<ProviderKeyType>,
+    /// The coin a key-provider key was stored for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coin: Option<String>,
     pub prev_hash: Digest32,
     pub signature: Signature,
 }
@@ -198,6 +237,10 @@ pub struct AuditEntry {
     pub curve: Option<Curve>,
     pub path: Option<DerivationPath>,
     pub payload_sha256: Option<Digest32>,
+    pub provider_key: Option<Digest32>,
+    pub key_source: Option<KeySource>,
+    pub provider_key_type: Option<ProviderKeyType>,
+    pub coin: Option<String>,
 }
 
 impl AuditEntry {
@@ -216,7 +259,18 @@ impl AuditEntry {
             curve: None,
             path: None,
             payload_sha256: None,
+            provider_key: None,
+            key_source: None,
+            provider_key_type: None,
+            coin: None,
         }
+    }
+
+    fn has_provider_fields(&self) -> bool {
+        self.provider_key.is_some()
+            || self.key_source.is_some()
+            || self.provider_key_type.is_some()
+            || self.coin.is_some()
     }
 
     fn has_hd_fields(&self) -> bool {
@@ -277,7 +331,11 @@ pub fn signed_body(seq: u64, time: u64, prev_hash: &Digest32, e: &AuditEntry) ->
             .map(|d| &d.0[..])
             .unwrap_or_default(),
     );
-    if e.data_key_id.is_some() || e.master_key_version.is_some() || e.has_hd_fields() {
+    if e.data_key_id.is_some()
+        || e.master_key_version.is_some()
+        || e.has_hd_fields()
+        || e.has_provider_fields()
+    {
         push_short(
             &mut m,
             e.data_key_id
@@ -288,7 +346,7 @@ pub fn signed_body(seq: u64, time: u64, prev_hash: &Digest32, e: &AuditEntry) ->
         let v = e.master_key_version.map(u32::to_be_bytes);
         push_short(&mut m, v.as_ref().map(|b| &b[..]).unwrap_or_default());
     }
-    if e.has_hd_fields() {
+    if e.has_hd_fields() || e.has_provider_fields() {
         push_short(
             &mut m,
             e.algorithm
@@ -309,6 +367,28 @@ pub fn signed_body(seq: u64, time: u64, prev_hash: &Digest32, e: &AuditEntry) ->
                 .unwrap_or_default(),
         );
     }
+    if e.has_provider_fields() {
+        push_short(
+            &mut m,
+            e.provider_key
+                .as_ref()
+                .map(|d| &d.0[..])
+                .unwrap_or_default(),
+        );
+        push_short(
+            &mut m,
+            e.key_source
+                .map(|k| k.as_str().as_bytes())
+                .unwrap_or_default(),
+        );
+        push_short(
+            &mut m,
+            e.provider_key_type
+                .map(|k| k.as_str().as_bytes())
+                .unwrap_or_default(),
+        );
+        push_short(&mut m, e.coin.as_deref().unwrap_or_default().as_bytes());
+    }
     m
 }
 
@@ -328,6 +408,10 @@ impl AuditRecord {
             curve: self.curve,
             path: self.path,
             payload_sha256: self.payload_sha256,
+            provider_key: self.provider_key,
+            key_source: self.key_source,
+            provider_key_type: self.provider_key_type,
+            coin: self.coin.clone(),
         }
     }
 
@@ -400,6 +484,14 @@ mod tests {
         };
         let c = signed_body(1, 1, &Digest32([0; 32]), &only_curve);
         assert!(c.ends_with(b"\x00\x00\x00\x04p256\x00\x00"));
+        // The key-provider fields come last, after every earlier group.
+        let p = AuditEntry {
+            key_source: Some(KeySource::Backup),
+            coin: Some("tbtc".to_owned()),
+            ..AuditEntry::new(AuditEvent::ProviderKeyFetched, "ok")
+        };
+        let b = signed_body(1, 1, &Digest32([0; 32]), &p);
+        assert!(b.ends_with(b"\x00\x00\x00\x00\x00\x00\x00\x06backup\x00\x04tbtc"));
     }
 
     #[test]

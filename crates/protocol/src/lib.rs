@@ -13,6 +13,7 @@ pub mod internal;
 pub mod key_material;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod provider;
 pub mod types;
 
 pub use error::{ErrorBody, ErrorCode};

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use kms_protocol::api::WalletMetadata;
 use kms_protocol::audit::AuditRecord;
 use kms_protocol::internal::{WalletRecord, WrappedWalletKey};
+use kms_protocol::provider::{KeySource, ProviderKeyRow};
 use kms_protocol::Id;
 
 pub use sqlite::SqliteStore;
@@ -41,6 +42,9 @@ pub enum StoreError {
     #[error("no such import session")]
     SessionNotFound,
     /// A row that this store did not write in this shape (500).
+    /// A key-provider key with this `(pub, source)` is already stored.
+    #[error("a key with this pub and source is already stored")]
+    ProviderKeyExists,
     #[error("stored row is corrupt: {0}")]
     Corrupt(&'static str),
     /// A database URL this build cannot use.
@@ -113,6 +117,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// environment's log, which made it durable first, and the backfill
     /// copies back whatever this replica loses. Sessions, wallets and
     /// rewraps are durable when their call returns.
+    /// Stores a key-provider key and the audit record of its storing in
+    /// one commit; [`StoreError::ProviderKeyExists`] (and nothing stored)
+    /// when its `(pub, source)` is taken.
+    async fn insert_provider_key(
+        &self,
+        row: &ProviderKeyRow,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+
+    /// The key-provider key stored under `(pub, source)`.
+    async fn provider_key(
+        &self,
+        public: &str,
+        source: KeySource,
+    ) -> Result<Option<ProviderKeyRow>, StoreError>;
+
+    /// How many key-provider keys are sealed under each master-key version.
+    async fn provider_keys_per_version(&self) -> Result<Vec<(u32, u64)>, StoreError>;
+
     async fn insert_audit(&self, audit: &AuditRecord) -> Result<(), StoreError>;
 
     /// Up to `limit` audit records with seq greater than `after`, in order.

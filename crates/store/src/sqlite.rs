@@ -32,6 +32,7 @@ use std::time::Duration;
 use kms_protocol::api::WalletMetadata;
 use kms_protocol::audit::AuditRecord;
 use kms_protocol::internal::{WalletRecord, WrappedWalletKey};
+use kms_protocol::provider::{KeySource, ProviderKeyRow, ProviderKeyType};
 use kms_protocol::{Bytes, Id, KeyType, P256PublicKey};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -52,6 +53,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "audit",
         include_str!("../migrations/sqlite/0002_audit.sql"),
+    ),
+    (
+        3,
+        "provider_keys",
+        include_str!("../migrations/sqlite/0003_provider_keys.sql"),
     ),
 ];
 
@@ -134,6 +140,7 @@ enum Write {
         audit: AuditRecord,
     },
     Wallet(WalletRecord, AuditRecord),
+    ProviderKey(ProviderKeyRow, AuditRecord),
     Audit(AuditRecord),
     Rewrap(Vec<(WrappedWalletKey, WrappedWalletKey)>),
     Purge(u64),
@@ -560,6 +567,27 @@ fn apply(conn: &rusqlite::Connection, write: &Write) -> Result<u64, StoreError> 
             insert_audit_in(conn, audit)?;
             Ok(1)
         }
+        Write::ProviderKey(row, audit) => {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO provider_keys (pub, source, key_type, coin, master_key_version, sealed, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (pub, source) DO NOTHING",
+                )?
+                .execute(params![
+                    row.public,
+                    row.source.as_str(),
+                    row.key_type.as_str(),
+                    row.coin,
+                    i64::from(row.master_key_version),
+                    row.sealed.as_bytes(),
+                    to_i64(row.created_at)?,
+                ])?;
+            if inserted == 0 {
+                return Err(StoreError::ProviderKeyExists);
+            }
+            insert_audit_in(conn, audit)?;
+            Ok(1)
+        }
         Write::Audit(audit) => {
             insert_audit_in(conn, audit)?;
             Ok(1)
@@ -667,6 +695,62 @@ impl Store for SqliteStore {
         self.write(Write::Wallet(w.clone(), audit.clone()))
             .await
             .map(drop)
+    }
+
+    async fn insert_provider_key(
+        &self,
+        row: &ProviderKeyRow,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.write(Write::ProviderKey(row.clone(), audit.clone()))
+            .await
+            .map(drop)
+    }
+
+    async fn provider_key(
+        &self,
+        public: &str,
+        source: KeySource,
+    ) -> Result<Option<ProviderKeyRow>, StoreError> {
+        self.readers.with(|conn| {
+            let mut q = conn.prepare_cached(
+                "SELECT key_type, coin, master_key_version, sealed, created_at
+                 FROM provider_keys WHERE pub = ?1 AND source = ?2",
+            )?;
+            let mut rows = q.query(rusqlite::params![public, source.as_str()])?;
+            let Some(r) = rows.next()? else {
+                return Ok(None);
+            };
+            let key_type: String = r.get(0)?;
+            Ok(Some(ProviderKeyRow {
+                public: public.to_owned(),
+                source,
+                key_type: ProviderKeyType::parse(&key_type)
+                    .ok_or(StoreError::Corrupt("provider key type"))?,
+                coin: r.get(1)?,
+                master_key_version: u32::try_from(r.get::<_, i64>(2)?)
+                    .map_err(|_| StoreError::Corrupt("master_key_version"))?,
+                sealed: Bytes(r.get(3)?),
+                created_at: to_u64(r.get(4)?)?,
+            }))
+        })
+    }
+
+    async fn provider_keys_per_version(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT master_key_version, COUNT(*) FROM provider_keys
+             GROUP BY master_key_version ORDER BY master_key_version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(v, n)| {
+                Ok((
+                    u32::try_from(v).map_err(|_| StoreError::Corrupt("master key version"))?,
+                    to_u64(n)?,
+                ))
+            })
+            .collect()
     }
 
     async fn insert_audit(&self, audit: &AuditRecord) -> Result<(), StoreError> {

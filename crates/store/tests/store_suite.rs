@@ -37,6 +37,7 @@ use std::sync::Arc;
 use kms_protocol::api::WalletMetadata;
 use kms_protocol::audit::{AuditEvent, AuditRecord, Digest32};
 use kms_protocol::internal::{WalletRecord, WrappedWalletKey};
+use kms_protocol::provider::{KeySource, ProviderKeyRow, ProviderKeyType};
 use kms_protocol::{Bytes, Id, KeyType, P256PublicKey, Signature};
 use kms_store::{SessionRecord, SqliteStore, Store, StoreError};
 
@@ -117,6 +118,11 @@ macro_rules! engine_suite {
             #[tokio::test]
             async fn wallet_round_trip() {
                 run(check_wallet_round_trip).await;
+            }
+
+            #[tokio::test]
+            async fn provider_keys_are_unique_per_pub_and_source() {
+                run(check_provider_keys_are_unique_per_pub_and_source).await;
             }
 
             #[tokio::test]
@@ -207,6 +213,10 @@ fn audit(seq: u64) -> AuditRecord {
         curve: None,
         path: None,
         payload_sha256: None,
+        provider_key: None,
+        key_source: None,
+        provider_key_type: None,
+        coin: None,
         prev_hash: Digest32([seq as u8; 32]),
         signature: Signature::from_array([7; 64]),
     }
@@ -431,6 +441,77 @@ async fn check_open_sessions_under_a_version(store: Arc<dyn Store>) {
     assert_eq!(store.open_sessions_under(2, 1_000).await.unwrap(), 1);
     assert_eq!(store.open_sessions_under(3, 1_000).await.unwrap(), 0);
     assert_eq!(store.open_sessions_under(1, 3_000).await.unwrap(), 0);
+}
+
+fn provider_row(public: &str, source: KeySource, version: u32) -> ProviderKeyRow {
+    ProviderKeyRow {
+        public: public.to_owned(),
+        source,
+        key_type: ProviderKeyType::Independent,
+        coin: "tbtc".to_owned(),
+        master_key_version: version,
+        sealed: Bytes(vec![1, 2, 3, version as u8]),
+        created_at: 1_800_000_000,
+    }
+}
+
+/// `(pub, source)` is a key's identity: a second store under it is refused
+/// and changes nothing (neither the row nor the audit copy); the same pub
+/// under the other source is another key.
+async fn check_provider_keys_are_unique_per_pub_and_source(store: Arc<dyn Store>) {
+    let seqs = Seqs::default();
+    let user = provider_row("xpub-a", KeySource::User, 1);
+    let first = seqs.next();
+    store.insert_provider_key(&user, &first).await.unwrap();
+    assert_eq!(
+        store.provider_key("xpub-a", KeySource::User).await.unwrap(),
+        Some(user.clone())
+    );
+    assert_eq!(
+        store
+            .provider_key("xpub-a", KeySource::Backup)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.provider_key("xpub-b", KeySource::User).await.unwrap(),
+        None
+    );
+
+    let again = ProviderKeyRow {
+        coin: "btc".to_owned(),
+        sealed: Bytes(vec![9]),
+        ..user.clone()
+    };
+    let refused = seqs.next();
+    let err = store
+        .insert_provider_key(&again, &refused)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ProviderKeyExists), "{err:?}");
+    assert_eq!(
+        store.provider_key("xpub-a", KeySource::User).await.unwrap(),
+        Some(user.clone())
+    );
+    assert_eq!(seqs_of(&audit_log(&*store).await), vec![first.seq]);
+
+    let backup = provider_row("xpub-a", KeySource::Backup, 2);
+    store
+        .insert_provider_key(&backup, &seqs.next())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .provider_key("xpub-a", KeySource::Backup)
+            .await
+            .unwrap(),
+        Some(backup)
+    );
+    assert_eq!(
+        store.provider_keys_per_version().await.unwrap(),
+        vec![(1, 1), (2, 1)]
+    );
 }
 
 async fn check_ping(store: Arc<dyn Store>) {
@@ -1428,7 +1509,11 @@ mod sqlite_only {
         let first = SqliteStore::open(path).await.unwrap();
         assert_eq!(
             migrations_applied(&first).await,
-            vec![(1, "init".to_owned()), (2, "audit".to_owned())]
+            vec![
+                (1, "init".to_owned()),
+                (2, "audit".to_owned()),
+                (3, "provider_keys".to_owned())
+            ]
         );
         let sid = id(0x90, 0x01);
         let open_sid = id(0x90, 0x02);
@@ -1447,7 +1532,11 @@ mod sqlite_only {
             let again = SqliteStore::open(path).await.unwrap();
             assert_eq!(
                 migrations_applied(&again).await,
-                vec![(1, "init".to_owned()), (2, "audit".to_owned())]
+                vec![
+                    (1, "init".to_owned()),
+                    (2, "audit".to_owned()),
+                    (3, "provider_keys".to_owned())
+                ]
             );
             assert_eq!(
                 again.wallet(&wallet.wallet_id).await.unwrap(),
