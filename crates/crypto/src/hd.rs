@@ -303,6 +303,22 @@ impl ExtendedKey {
         out
     }
 
+    /// The 78-byte BIP-32 serialization of this node's public half (an
+    /// `xpub` with [`VERSION_XPUB`]), secp256k1 only.
+    pub fn to_bip32_public(&self, version: [u8; 4]) -> Result<[u8; 78], DeriveError> {
+        if self.curve != Curve::Secp256k1 {
+            return Err(DeriveError::WrongCurve);
+        }
+        let mut out = [0u8; 78];
+        out[..4].copy_from_slice(&version);
+        out[4] = self.depth;
+        out[5..9].copy_from_slice(&self.parent_fingerprint);
+        out[9..13].copy_from_slice(&self.child_number.ser32());
+        out[13..45].copy_from_slice(self.chain_code.expose());
+        out[45..78].copy_from_slice(&self.public_key);
+        Ok(out)
+    }
+
     pub fn curve(&self) -> Curve {
         self.curve
     }

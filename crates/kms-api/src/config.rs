@@ -55,6 +55,24 @@ pub struct Cli {
     #[arg(long, env = "KMS_API_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// Serve the secure environments' callbacks (the key provider's store
+    /// of sealed keys and audit copies, docs/bitgo.md) on this address.
+    /// Off unless given. Bind it to a private address the secure
+    /// environments reach and the public does not (never --listen's).
+    #[arg(long, env = "KMS_API_INTERNAL_LISTEN")]
+    pub internal_listen: Option<SocketAddr>,
+
+    /// Relay TCP connections on this address to the secure environment's
+    /// key-provider listener (--bitgo-upstream): the address BitGo's
+    /// wallet manager is given as KEY_PROVIDER_URL (https://). The TLS
+    /// session passes through unopened.
+    #[arg(long, env = "KMS_API_BITGO_LISTEN", requires = "bitgo_upstream")]
+    pub bitgo_listen: Option<SocketAddr>,
+
+    /// HOST:PORT of the secure environment's `--bitgo-listen`.
+    #[arg(long, env = "KMS_API_BITGO_UPSTREAM", requires = "bitgo_listen")]
+    pub bitgo_upstream: Option<String>,
+
     #[command(flatten)]
     pub limits: kms_serve::Limits,
 }

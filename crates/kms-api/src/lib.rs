@@ -5,9 +5,11 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod internal;
 pub mod openapi;
 pub mod relay;
 pub mod routes;
+pub mod tcp_relay;
 pub mod wallet_keys;
 
 use std::sync::Arc;

@@ -137,6 +137,33 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         None => None,
     };
 
+    let internal = match cli.internal_listen {
+        Some(at) => {
+            if at == cli.listen || at.ip().is_unspecified() {
+                anyhow::bail!(
+                    "--internal-listen {at} must be a private address of its own, never the public --listen or 0.0.0.0: it serves the secure environments alone"
+                );
+            }
+            if !at.ip().is_loopback() {
+                tracing::warn!(%at, "--internal-listen is not a loopback address: make sure only the secure environments can reach it");
+            }
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding --internal-listen {at}"))?;
+            Some(listener)
+        }
+        None => None,
+    };
+    let bitgo = match (cli.bitgo_listen, &cli.bitgo_upstream) {
+        (Some(at), Some(upstream)) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding --bitgo-listen {at}"))?;
+            Some((listener, upstream.clone()))
+        }
+        _ => None,
+    };
+
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
@@ -145,7 +172,34 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     if let Some((admin_addr, _, _)) = &admin {
         println!("admin listening on {admin_addr}");
     }
+    if let Some(l) = &internal {
+        println!("internal listening on {}", l.local_addr()?);
+    }
+    if let Some((l, _)) = &bitgo {
+        println!("bitgo listening on {}", l.local_addr()?);
+    }
     std::io::stdout().flush()?;
+    if let Some(listener) = internal {
+        let (router, limits) = (
+            kms_api::internal::internal_app(state.clone()),
+            cli.limits.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) =
+                kms_serve::serve(listener, router, limits, kms_serve::shutdown_signal()).await
+            {
+                tracing::error!(error = %e, "internal listener stopped");
+            }
+        });
+    }
+    if let Some((listener, upstream)) = bitgo {
+        tracing::info!(addr = %listener.local_addr()?, %upstream, "relaying BitGo key-provider connections to the secure environment");
+        tokio::spawn(kms_api::tcp_relay::serve(
+            listener,
+            upstream,
+            kms_serve::shutdown_signal(),
+        ));
+    }
     if let Some((admin_addr, listener, router)) = admin {
         let limits = cli.limits.clone();
         tokio::spawn(async move {

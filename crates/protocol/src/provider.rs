@@ -25,6 +25,7 @@ pub const MAX_PROVIDER_BODY_BYTES: usize = 1024 * 1024;
 /// Which of a wallet's keys: BitGo's `user` or `backup` key. With `pub`, it
 /// identifies a stored key: the same pub under both is two keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum KeySource {
     User,
@@ -52,6 +53,7 @@ impl KeySource {
 /// `independent`: a BIP-32 key (`prv` an xprv, `pub` its xpub); `tss`: an
 /// MPC key share, opaque to the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKeyType {
     Independent,

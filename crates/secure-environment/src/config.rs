@@ -48,11 +48,52 @@ pub struct Cli {
           default_value_t = secure_runtime::runtime::DEFAULT_HD_NODE_CACHE_ENTRIES)]
     pub hd_node_cache_entries: usize,
 
+    #[command(flatten)]
+    pub bitgo: BitgoArgs,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 
     #[command(flatten)]
     pub limits: kms_serve::Limits,
+}
+
+/// The key provider for BitGo's Advanced Wallet Manager (docs/bitgo.md):
+/// an HTTPS listener whose TLS ends here, reached through kms-api's TCP
+/// relay (`kms-api --bitgo-listen … --bitgo-upstream …`). Off unless
+/// `--bitgo-listen` is given.
+#[derive(Debug, Clone, Args)]
+pub struct BitgoArgs {
+    /// Address of the key provider's TLS listener (HOST:PORT; port 0 picks
+    /// a free port). kms-api relays the manager's connections to it.
+    #[arg(long, env = "SECURE_ENV_BITGO_LISTEN")]
+    pub bitgo_listen: Option<std::net::SocketAddr>,
+
+    /// The listener's certificate chain (PEM, leaf first), signed by the
+    /// CA the wallet manager trusts (`KEY_PROVIDER_SERVER_CA_CERT_PATH`).
+    #[arg(long, env = "SECURE_ENV_BITGO_TLS_CERT", requires = "bitgo_listen")]
+    pub bitgo_tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM, PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, env = "SECURE_ENV_BITGO_TLS_KEY", requires = "bitgo_listen")]
+    pub bitgo_tls_key: Option<PathBuf>,
+
+    /// The CA (PEM, one or more certificates) whose client certificates
+    /// may connect: the wallet manager's `KEY_PROVIDER_CLIENT_TLS_CERT`.
+    /// A connection without one, or with one from another CA, fails its
+    /// handshake.
+    #[arg(long, env = "SECURE_ENV_BITGO_CLIENT_CA", requires = "bitgo_listen")]
+    pub bitgo_client_ca: Option<PathBuf>,
+
+    /// Development only: accept connections without a client certificate.
+    #[arg(long, env = "SECURE_ENV_BITGO_INSECURE_NO_CLIENT_AUTH")]
+    pub bitgo_insecure_no_client_auth: bool,
+
+    /// kms-api's internal listener (`kms-api --internal-listen`), through
+    /// which the key provider stores and finds its sealed keys and stores
+    /// its audit records: http://HOST:PORT.
+    #[arg(long, env = "SECURE_ENV_KMS_API_URL", requires = "bitgo_listen")]
+    pub kms_api_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -154,6 +154,53 @@ fn measurement() -> anyhow::Result<String> {
     Ok(kms_crypto::hex(&kms_crypto::sha256(&bytes)))
 }
 
+/// The key provider's TLS listener (docs/bitgo.md), bound, and the task
+/// that serves it until shutdown.
+async fn bitgo_listener(
+    args: &secure_environment::config::BitgoArgs,
+    at: std::net::SocketAddr,
+    runtime: SecureRuntime,
+) -> anyhow::Result<(
+    std::net::SocketAddr,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)> {
+    let cert = args.bitgo_tls_cert.as_deref().context(
+        "--bitgo-listen needs --bitgo-tls-cert (the certificate the wallet manager's CA signed)",
+    )?;
+    let key = args.bitgo_tls_key.as_deref().context(
+        "--bitgo-listen needs --bitgo-tls-key: a TLS key made and sealed inside the secure environment \
+         (with a CSR for the operator's CA) is not built yet",
+    )?;
+    if args.bitgo_insecure_no_client_auth {
+        tracing::warn!(
+            "--bitgo-insecure-no-client-auth: the key provider accepts connections WITHOUT a client \
+             certificate; anyone who can reach kms-api's --bitgo-listen can fetch every stored key. \
+             Development only"
+        );
+    }
+    let tls = secure_environment::bitgo::tls_config(
+        cert,
+        key,
+        args.bitgo_client_ca.as_deref(),
+        args.bitgo_insecure_no_client_auth,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let url = args.kms_api_url.as_deref().context(
+        "--bitgo-listen needs --kms-api-url: kms-api's --internal-listen address, where the sealed keys are kept",
+    )?;
+    let store =
+        secure_environment::bitgo::store::StoreClient::new(url).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .with_context(|| format!("binding --bitgo-listen {at}"))?;
+    let addr = listener.local_addr()?;
+    let app = secure_environment::bitgo::app(runtime, store);
+    Ok((
+        addr,
+        secure_environment::bitgo::serve(listener, tls, app, kms_serve::shutdown_signal()),
+    ))
+}
+
 fn serve(cli: Cli) -> anyhow::Result<()> {
     let loaded = load(&cli)?;
     let measurement = measurement()?;
@@ -175,9 +222,20 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         if matches!(addr, kms_serve::ListenAddr::Tcp(a) if !a.ip().is_loopback()) {
             tracing::warn!(%addr, "listening on a non-loopback address: only kms-api should reach the secure environment");
         }
+        let provider = match &cli.bitgo.bitgo_listen {
+            Some(at) => Some(bitgo_listener(&cli.bitgo, *at, runtime.clone()).await?),
+            None => None,
+        };
         println!("listening on {addr}");
+        if let Some((bitgo_addr, _)) = &provider {
+            println!("bitgo listening on {bitgo_addr}");
+        }
         std::io::stdout().flush()?;
         tracing::info!(%addr, "secure environment serving");
+        if let Some((bitgo_addr, serving)) = provider {
+            tracing::info!(addr = %bitgo_addr, "key provider for BitGo Advanced Wallets serving (TLS ends here)");
+            tokio::spawn(serving);
+        }
         kms_serve::serve(listener, server::app(runtime), cli.limits.clone(), kms_serve::shutdown_signal()).await?;
         if let kms_serve::ListenAddr::Unix(path) = &addr {
             // The next start would replace it anyway; a stopped server

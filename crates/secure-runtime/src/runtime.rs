@@ -24,6 +24,7 @@ use kms_protocol::internal::{
 };
 use kms_protocol::{Bytes, Id, Nonce, P256PublicKey};
 
+pub mod provider;
 mod wallets;
 
 use wallets::HdNodeCache;
