@@ -33,7 +33,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use secure_runtime::runtime::provider::{KeyFacts, ProviderError, ProviderRefused};
+use secure_runtime::runtime::provider::{
+    check_store_key, KeyFacts, ProviderError, ProviderRefused,
+};
 use secure_runtime::{SecureRuntime, TrustedEnv};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -309,8 +311,8 @@ async fn store_key(State(p): State<Provider>, body: Result<Bytes, BytesRejection
         key_type: Some(req.key_type),
         coin: Some(&req.coin),
     };
-    if let Err(e) = req.check() {
-        return p.refuse(event, facts, ProviderError::BadRequest(e.0)).await;
+    if let Err(e) = check_store_key(&req) {
+        return p.refuse(event, facts, e).await;
     }
     match p.store.lookup(&req.public, req.source).await {
         Ok(None) => {}

@@ -157,6 +157,20 @@ fn lower_hex(bytes: &[u8]) -> String {
     kms_crypto::hex(bytes)
 }
 
+/// What `POST /key` must satisfy before anything else is looked at: the
+/// contract's members, and for an independent key a `prv` that is the
+/// xprv of `pub` (400 otherwise).
+pub fn check_store_key(req: &StoreKey) -> Result<(), ProviderError> {
+    req.check().map_err(|e| bad(e.0))?;
+    if req.key_type == ProviderKeyType::Independent {
+        let node = parse_xprv(req.prv.expose())?;
+        if xpub_of(&node, req.prv.expose())? != req.public {
+            return Err(bad("prv is not the private key of pub"));
+        }
+    }
+    Ok(())
+}
+
 impl TrustedEnv<'_> {
     /// Records a refusal decided outside these operations (a body that
     /// does not parse, an unknown key, a taken `(pub, source)`).
@@ -238,16 +252,7 @@ impl TrustedEnv<'_> {
             coin: Some(&req.coin),
         };
         let event = AuditEvent::ProviderKeyStored;
-        let checked = req.check().map_err(|e| bad(e.0)).and_then(|()| {
-            if req.key_type == ProviderKeyType::Independent {
-                let node = parse_xprv(req.prv.expose())?;
-                if xpub_of(&node, req.prv.expose())? != req.public {
-                    return Err(bad("prv is not the private key of pub"));
-                }
-            }
-            Ok(())
-        });
-        if let Err(error) = checked {
+        if let Err(error) = check_store_key(req) {
             return Err(self.provider_refuse(event, facts, error));
         }
         let row = self

@@ -1,0 +1,633 @@
+//! The key provider for BitGo's Advanced Wallet Manager (docs/bitgo.md),
+//! end to end through both real processes: HTTPS to kms-api's
+//! `--bitgo-listen`, relayed as TCP to the secure environment where TLS
+//! ends, with client certificates from a test CA.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kms_crypto::hd::{self, ExtendedKey};
+use kms_crypto::{base58, rng, secp256k1};
+use kms_e2e::Deployment;
+use kms_protocol::audit::AuditEvent;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use serde_json::{json, Value};
+
+/// A CA, the server's certificate from it, and client certificates from
+/// it and from a second, foreign CA; all as PEM files in `dir`.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        let make_ca = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, name);
+            p.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let cert = p.self_signed(&key).unwrap();
+            (cert.pem(), Issuer::new(p, key))
+        };
+        let leaf = |issuer: &Issuer<'_, KeyPair>, names: Vec<String>, usage| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(names).unwrap();
+            p.distinguished_name.push(DnType::CommonName, "leaf");
+            p.extended_key_usages = vec![usage];
+            let cert = p.signed_by(&key, issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (ca_pem, ca) = make_ca("test CA");
+        write("ca.pem", &ca_pem);
+        let (cert, key) = leaf(
+            &ca,
+            vec!["localhost".into(), "127.0.0.1".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        write("server.pem", &cert);
+        write("server.key", &key);
+        let (cert, key) = leaf(&ca, vec!["awm".into()], ExtendedKeyUsagePurpose::ClientAuth);
+        write("client.pem", &format!("{cert}{key}"));
+        let (_, foreign) = make_ca("foreign CA");
+        let (cert, key) = leaf(
+            &foreign,
+            vec!["awm".into()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        write("foreign-client.pem", &format!("{cert}{key}"));
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).unwrap()
+    }
+
+    /// An HTTPS client trusting the test CA, with `identity` (a PEM file
+    /// with a certificate and its key) if given.
+    fn client(&self, identity: Option<&str>) -> reqwest::Client {
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&self.read("ca.pem")).unwrap()])
+            // As BitGo's manager does: a new connection for every request.
+            .pool_max_idle_per_host(0);
+        if let Some(name) = identity {
+            b = b.identity(reqwest::Identity::from_pem(&self.read(name)).unwrap());
+        }
+        b.build().unwrap()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Both servers with the key provider on, and the URL BitGo's manager
+/// would be given as KEY_PROVIDER_URL.
+struct Provider {
+    d: Deployment,
+    pki: Pki,
+    url: String,
+    se_args: Vec<String>,
+}
+
+fn start(pki: Pki) -> Provider {
+    let (se_bitgo, internal) = (free_port(), free_port());
+    let se_args: Vec<String> = [
+        "--bitgo-listen".to_owned(),
+        format!("127.0.0.1:{se_bitgo}"),
+        "--bitgo-tls-cert".to_owned(),
+        pki.path("server.pem").display().to_string(),
+        "--bitgo-tls-key".to_owned(),
+        pki.path("server.key").display().to_string(),
+        "--bitgo-client-ca".to_owned(),
+        pki.path("ca.pem").display().to_string(),
+        "--kms-api-url".to_owned(),
+        format!("http://127.0.0.1:{internal}"),
+    ]
+    .into();
+    let internal_listen = format!("127.0.0.1:{internal}");
+    let upstream = format!("127.0.0.1:{se_bitgo}");
+    let se: Vec<&str> = se_args.iter().map(String::as_str).collect();
+    let d = Deployment::start_with(
+        &se,
+        &[
+            "--internal-listen",
+            &internal_listen,
+            "--bitgo-listen",
+            "127.0.0.1:0",
+            "--bitgo-upstream",
+            &upstream,
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    // kms-api prints its admin address before the relay's.
+    let _ = d.admin_url();
+    let relay = d.api.as_ref().unwrap().line_after("bitgo listening on ");
+    let url = format!("https://{relay}");
+    Provider {
+        d,
+        pki,
+        url,
+        se_args,
+    }
+}
+
+impl Provider {
+    fn client(&self) -> reqwest::Client {
+        self.pki.client(Some("client.pem"))
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client()
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        answer(r).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        answer(r).await
+    }
+
+    async fn raw_post(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .client()
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        answer(r).await
+    }
+
+    /// Restarts both processes after SIGKILL; the relay's port changes.
+    fn restart(&mut self) {
+        self.d.stop_api();
+        self.d.stop_se();
+        let se: Vec<&str> = self.se_args.iter().map(String::as_str).collect();
+        self.d.set_se_args(&se);
+        self.d.start_se();
+        self.d.start_api();
+        let _ = self.d.admin_url();
+        let relay = self
+            .d
+            .api
+            .as_ref()
+            .unwrap()
+            .line_after("bitgo listening on ");
+        self.url = format!("https://{relay}");
+    }
+}
+
+/// Status and JSON body; every answer, errors too, is application/json.
+async fn answer(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "status {status}"
+    );
+    let body: Value = r.json().await.unwrap();
+    if status >= 400 {
+        assert!(body["message"].is_string(), "{body}");
+    }
+    (status, body)
+}
+
+/// A BitGo-style independent key pair: an xprv and its xpub.
+fn key_pair() -> (String, String) {
+    let raw = hd::generate_bip32(&mut rng::SystemRng).unwrap();
+    let node = ExtendedKey::from_bip32(raw.expose()).unwrap();
+    let xpub = base58::encode(&node.to_bip32_public(hd::VERSION_XPUB).unwrap());
+    (base58::encode(raw.expose()), xpub)
+}
+
+/// The compressed public key inside an xpub.
+fn xpub_key(xpub: &str) -> [u8; 33] {
+    base58::decode(xpub).unwrap().expose()[45..78]
+        .try_into()
+        .unwrap()
+}
+
+fn store_body(prv: &str, public: &str, source: &str) -> Value {
+    json!({"prv": prv, "pub": public, "coin": "tbtc", "source": source, "type": "independent"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitgo_key_provider_over_mtls() {
+    let mut p = start(Pki::new());
+
+    // Keys: stored, fetched, unique per (pub, source).
+    let (xprv, xpub) = key_pair();
+    let (status, body) = p.post("/key", &store_body(&xprv, &xpub, "user")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"pub": xpub, "coin": "tbtc", "source": "user", "type": "independent"})
+    );
+    let (status, body) = p.post("/key", &store_body(&xprv, &xpub, "user")).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = p.post("/key", &store_body(&xprv, &xpub, "backup")).await;
+    assert_eq!(status, 200);
+    let (status, body) = p.get(&format!("/key/{xpub}?source=user")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"pub": xpub, "prv": xprv, "source": "user", "type": "independent"})
+    );
+
+    // An independent key's prv must be its pub's.
+    let (other_prv, _) = key_pair();
+    let (status, body) = p.post("/key", &store_body(&other_prv, &xpub, "user")).await;
+    assert_eq!(status, 400, "{body}");
+    let (other_prv2, other_pub2) = key_pair();
+    let (status, _) = p
+        .post("/key", &store_body(&other_prv, &other_pub2, "user"))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = p.get(&format!("/key/{other_pub2}?source=user")).await;
+    assert_eq!(status, 404, "a refused store keeps nothing");
+    let _ = other_prv2;
+
+    // A tss share is opaque and can be tens of KiB.
+    let share: String = (0..40_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let common = "03".to_owned() + &"ab".repeat(64);
+    let (status, _) = p
+        .post(
+            "/key",
+            &json!({"prv": share, "pub": common, "coin": "tsol", "source": "backup", "type": "tss"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = p.get(&format!("/key/{common}?source=backup")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["prv"], share);
+    assert_eq!(body["type"], "tss");
+
+    // Lookups that break the contract.
+    for path in [
+        format!("/key/{xpub}"),
+        format!("/key/{xpub}?source="),
+        format!("/key/{xpub}?source=bitgo"),
+    ] {
+        let (status, body) = p.get(&path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+    let (status, _) = p.get("/key/xpub-unknown?source=user").await;
+    assert_eq!(status, 404);
+
+    // Every malformed body is a 400 with a message, and changes nothing.
+    for bad in [
+        json!({}),
+        json!({"prv": xprv, "pub": xpub, "coin": "tbtc", "source": "user"}),
+        json!({"prv": xprv, "pub": xpub, "coin": 1, "source": "user", "type": "independent"}),
+        json!({"prv": "", "pub": "x", "coin": "tbtc", "source": "user", "type": "tss"}),
+        json!({"prv": "p", "pub": "x", "coin": "tbtc", "source": "bitgo", "type": "tss"}),
+        json!({"prv": "p", "pub": "x", "coin": "tbtc", "source": "user", "type": "enclaved"}),
+        json!([]),
+    ] {
+        let (status, body) = p.post("/key", &bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    for raw in [
+        b"not json".to_vec(),
+        b"{\"x\":\"\xff\xfe\"}".to_vec(),
+        Vec::new(),
+    ] {
+        for path in [
+            "/key",
+            "/sign",
+            "/generateDataKey",
+            "/decryptDataKey",
+            "/key/generate",
+        ] {
+            let (status, _) = p.raw_post(path, raw.clone()).await;
+            assert_eq!(status, 400, "{path} {raw:?}");
+        }
+    }
+    let (status, _) = p.get("/nowhere").await;
+    assert_eq!(status, 404);
+
+    // Generate and sign: an Ethereum operation hash, by the xpub's own key.
+    let (status, made) = p
+        .post(
+            "/key/generate",
+            &json!({"coin": "hteth", "source": "user", "type": "independent"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{made}");
+    let made_pub = made["pub"].as_str().unwrap().to_owned();
+    assert!(made_pub.starts_with("xpub"), "{made}");
+    assert_eq!(made["coin"], "hteth");
+    let digest = kms_crypto::sha256(b"an operation hash");
+    let payload = format!("0x{}", kms_crypto::hex(&digest));
+    let (status, signed) = p
+        .post(
+            "/sign",
+            &json!({"pub": made_pub, "source": "user", "algorithm": "ecdsa", "signablePayload": payload}),
+        )
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    let sig = signed["signature"].as_str().unwrap();
+    assert_eq!(sig.len(), 132, "{sig}");
+    let bytes: Vec<u8> = (0..65)
+        .map(|i| u8::from_str_radix(&sig[2 + 2 * i..4 + 2 * i], 16).unwrap())
+        .collect();
+    let v = bytes[64];
+    assert!(v == 27 || v == 28, "v = {v}");
+    let rs: [u8; 64] = bytes[..64].try_into().unwrap();
+    let recovered = secp256k1::recover_ecdsa(&digest, &rs, v - 27).unwrap();
+    assert_eq!(recovered, xpub_key(&made_pub));
+    // Low S: s ≤ n/2.
+    let half_n = hex32("7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0");
+    assert!(rs[32..] <= half_n[..], "high S");
+    // A generated key can be fetched like a stored one, and is the xpub's.
+    let (status, fetched) = p.get(&format!("/key/{made_pub}?source=user")).await;
+    assert_eq!(status, 200);
+    let node = ExtendedKey::from_bip32(
+        base58::decode(fetched["prv"].as_str().unwrap())
+            .unwrap()
+            .expose(),
+    )
+    .unwrap();
+    assert_eq!(node.public_key(), &xpub_key(&made_pub)[..]);
+    for bad in [
+        json!({"pub": made_pub, "source": "user", "algorithm": "eddsa", "signablePayload": payload}),
+        json!({"pub": made_pub, "source": "user", "algorithm": "ecdsa", "signablePayload": "0x1234"}),
+        json!({"pub": made_pub, "source": "user", "algorithm": "ecdsa", "signablePayload": ""}),
+        json!({"pub": common, "source": "backup", "algorithm": "ecdsa", "signablePayload": payload}),
+        json!({"pub": made_pub, "source": "user", "algorithm": "ecdsa"}),
+    ] {
+        let (status, body) = p.post("/sign", &bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _) = p
+        .post(
+            "/sign",
+            &json!({"pub": made_pub, "source": "backup", "algorithm": "ecdsa", "signablePayload": payload}),
+        )
+        .await;
+    assert_eq!(
+        status, 404,
+        "the same pub under the other source is another key"
+    );
+    let (status, _) = p
+        .post(
+            "/key/generate",
+            &json!({"coin": "btc", "source": "user", "type": "tss"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // Data keys: the same plaintext back; tampered or foreign is a 400.
+    let (status, dk) = p
+        .post("/generateDataKey", &json!({"keyType": "AES-256"}))
+        .await;
+    assert_eq!(status, 200, "{dk}");
+    let plaintext = dk["plaintextKey"].as_str().unwrap().to_owned();
+    let encrypted = dk["encryptedKey"].as_str().unwrap().to_owned();
+    assert_eq!(plaintext.len(), 64);
+    let (status, back) = p
+        .post("/decryptDataKey", &json!({"encryptedKey": encrypted}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(back, json!({"plaintextKey": plaintext}));
+    let mut tampered = encrypted.clone().into_bytes();
+    let at = tampered.len() / 2;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    for bad in [tampered.as_str(), "", "not-a-key", "AAAA"] {
+        let (status, body) = p
+            .post("/decryptDataKey", &json!({"encryptedKey": bad}))
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    for bad in [
+        json!({"keyType": "RSA-2048"}),
+        json!({"keyType": "AES-128"}),
+        json!({}),
+    ] {
+        let (status, _) = p.post("/generateDataKey", &bad).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+
+    // The handshake: no client certificate, or one from another CA, fails.
+    for identity in [None, Some("foreign-client.pem")] {
+        let r = p
+            .pki
+            .client(identity)
+            .get(format!("{}/key/{xpub}?source=user", p.url))
+            .send()
+            .await;
+        assert!(r.is_err(), "{identity:?} got an answer: {r:?}");
+    }
+    assert!(handshake_fails(&p, None).await);
+    assert!(handshake_fails(&p, Some("foreign-client.pem")).await);
+    assert!(!handshake_fails(&p, Some("client.pem")).await);
+
+    // kill -9 of both processes, then a master-key rotation: stored keys
+    // and data keys still open.
+    p.restart();
+    let (status, body) = p.get(&format!("/key/{xpub}?source=user")).await;
+    assert_eq!((status, body["prv"].as_str()), (200, Some(xprv.as_str())));
+    let rotated = reqwest::Client::new()
+        .post(format!("{}/admin/v1/keys/rotate", p.d.admin_url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(rotated.status().is_success(), "{rotated:?}");
+    let (status, back) = p
+        .post("/decryptDataKey", &json!({"encryptedKey": encrypted}))
+        .await;
+    assert_eq!(
+        (status, back["plaintextKey"].as_str()),
+        (200, Some(plaintext.as_str()))
+    );
+    let (status, body) = p.get(&format!("/key/{common}?source=backup")).await;
+    assert_eq!((status, body["prv"].as_str()), (200, Some(share.as_str())));
+    let (status, _) = p.post("/key", &store_body(&xprv, &xpub, "user")).await;
+    assert_eq!(status, 409, "still unique after a restart");
+
+    // Every call is in the audit log, none with a secret.
+    let chain = p.d.audit_chain(1).await;
+    let count = |event: AuditEvent, outcome: &str| {
+        chain
+            .iter()
+            .filter(|r| r.event == event && r.outcome == outcome)
+            .count()
+    };
+    assert!(count(AuditEvent::ProviderKeyStored, "ok") >= 3);
+    assert!(count(AuditEvent::ProviderKeyStored, "conflict") >= 2);
+    assert!(count(AuditEvent::ProviderKeyStored, "invalid_request") >= 7);
+    assert!(count(AuditEvent::ProviderKeyFetched, "ok") >= 4);
+    assert!(count(AuditEvent::ProviderKeyFetched, "not_found") >= 2);
+    assert_eq!(count(AuditEvent::ProviderKeyGenerated, "ok"), 1);
+    assert_eq!(count(AuditEvent::ProviderSign, "ok"), 1);
+    assert!(count(AuditEvent::ProviderDataKeyDecrypted, "invalid_request") >= 4);
+    let signed = chain
+        .iter()
+        .find(|r| r.event == AuditEvent::ProviderSign && r.outcome == "ok")
+        .unwrap();
+    assert_eq!(
+        signed.payload_sha256.unwrap().0,
+        kms_crypto::sha256(payload.as_bytes())
+    );
+    assert_eq!(signed.coin.as_deref(), Some("hteth"));
+
+    // An attacker who owns the database: an edited or moved row is
+    // refused (500, never another key's prv), an intact one still opens.
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(p.d.db_path())
+            .busy_timeout(std::time::Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    let edit = |sql: &'static str, a: String| {
+        let pool = pool.clone();
+        async move {
+            let n = sqlx::query(sql).bind(a).execute(&pool).await.unwrap();
+            assert_eq!(n.rows_affected(), 1, "{sql}");
+        }
+    };
+    edit(
+        "UPDATE provider_keys SET coin = 'btc' WHERE pub = ? AND source = 'user'",
+        xpub.clone(),
+    )
+    .await;
+    let (status, body) = p.get(&format!("/key/{xpub}?source=user")).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(!body.to_string().contains(&xprv));
+    let (status, _) = p
+        .post(
+            "/sign",
+            &json!({"pub": xpub, "source": "user", "algorithm": "ecdsa", "signablePayload": payload}),
+        )
+        .await;
+    assert_eq!(status, 500);
+    // The tss row moved from backup to user: its seal names backup.
+    edit(
+        "UPDATE provider_keys SET source = 'user' WHERE pub = ? AND source = 'backup'",
+        common.clone(),
+    )
+    .await;
+    let (status, _) = p.get(&format!("/key/{common}?source=user")).await;
+    assert_eq!(status, 500);
+    let (status, body) = p.get(&format!("/key/{xpub}?source=backup")).await;
+    assert_eq!((status, body["prv"].as_str()), (200, Some(xprv.as_str())));
+
+    // Neither the store nor either log ever held a plaintext prv.
+    let secrets = [
+        xprv.clone(),
+        share.clone(),
+        fetched["prv"].as_str().unwrap().to_owned(),
+        plaintext.clone(),
+    ];
+    assert_file_holds_none(&p.d.db_path(), &secrets);
+    let wal = p.d.api_data().join("kms.sqlite-wal");
+    if wal.exists() {
+        assert_file_holds_none(&wal, &secrets);
+    }
+    let logs = p.d.logs();
+    for s in &secrets {
+        assert!(!logs.contains(s.as_str()), "a log holds a secret");
+    }
+}
+
+fn hex32(text: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+fn assert_file_holds_none(path: &Path, secrets: &[String]) {
+    let bytes = std::fs::read(path).unwrap();
+    for s in secrets {
+        let needle = s.as_bytes();
+        let found = bytes
+            .windows(needle.len().min(40))
+            .any(|w| w == &needle[..needle.len().min(40)]);
+        assert!(!found, "{} holds a secret", path.display());
+    }
+}
+
+/// Whether a TLS 1.3 handshake (and a first read, where TLS 1.3 reports a
+/// refused client certificate) fails with `identity`.
+async fn handshake_fails(p: &Provider, identity: Option<&str>) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(&p.pki.read("ca.pem")).unwrap())
+        .unwrap();
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => b.with_no_client_auth(),
+        Some(name) => {
+            let pem = p.pki.read(name);
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_slice(&pem).unwrap();
+            b.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    let addr = p.url.trim_start_matches("https://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = ServerName::try_from("localhost").unwrap();
+    let Ok(mut tls) = connector.connect(name, tcp).await else {
+        return true;
+    };
+    let request = "GET /openapi.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if tls.write_all(request.as_bytes()).await.is_err() {
+        return true;
+    }
+    let mut buf = Vec::new();
+    match tls.read_to_end(&mut buf).await {
+        Ok(_) => !String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"),
+        Err(_) => true,
+    }
+}
