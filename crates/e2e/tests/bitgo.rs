@@ -482,6 +482,14 @@ async fn bitgo_key_provider_over_mtls() {
     assert_eq!((status, body["prv"].as_str()), (200, Some(share.as_str())));
     let (status, _) = p.post("/key", &store_body(&xprv, &xpub, "user")).await;
     assert_eq!(status, 409, "still unique after a restart");
+    // The re-wrap does not move provider keys yet, so their version stays.
+    let retire = reqwest::Client::new()
+        .post(format!("{}/admin/v1/keys/1/retire", p.d.admin_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retire.status().as_u16(), 400);
+    assert!(retire.text().await.unwrap().contains("BitGo"));
 
     // Every call is in the audit log, none with a secret.
     let chain = p.d.audit_chain(1).await;

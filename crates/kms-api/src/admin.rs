@@ -174,6 +174,19 @@ async fn retire(
             "{wallets} wallets are still under master key version {version}; run the re-wrap first"
         )));
     }
+    let provider_keys = s
+        .store
+        .provider_keys_per_version()
+        .await?
+        .into_iter()
+        .find(|(v, _)| *v == version)
+        .map_or(0, |(_, n)| n);
+    if provider_keys > 0 {
+        return Err(ApiError::bad_request(format!(
+            "{provider_keys} keys stored for BitGo's wallet manager are sealed under master key version {version}, \
+             and the re-wrap does not move them yet: this version cannot be retired"
+        )));
+    }
     let sessions = s.store.open_sessions_under(version, s.now()).await?;
     if sessions > 0 {
         return Err(ApiError::bad_request(format!(
