@@ -414,6 +414,9 @@ async fn bitgo_key_provider_over_mtls() {
         .await;
     assert_eq!(status, 400);
 
+    // A UTXO coin: the PSBT comes back with this key's partial signature.
+    psbt_round(&p).await;
+
     // Data keys: the same plaintext back; tampered or foreign is a 400.
     let (status, dk) = p
         .post("/generateDataKey", &json!({"keyType": "AES-256"}))
@@ -504,12 +507,16 @@ async fn bitgo_key_provider_over_mtls() {
     assert!(count(AuditEvent::ProviderKeyStored, "invalid_request") >= 7);
     assert!(count(AuditEvent::ProviderKeyFetched, "ok") >= 4);
     assert!(count(AuditEvent::ProviderKeyFetched, "not_found") >= 2);
-    assert_eq!(count(AuditEvent::ProviderKeyGenerated, "ok"), 1);
-    assert_eq!(count(AuditEvent::ProviderSign, "ok"), 1);
+    assert_eq!(count(AuditEvent::ProviderKeyGenerated, "ok"), 2);
+    assert_eq!(count(AuditEvent::ProviderSign, "ok"), 2);
     assert!(count(AuditEvent::ProviderDataKeyDecrypted, "invalid_request") >= 4);
     let signed = chain
         .iter()
-        .find(|r| r.event == AuditEvent::ProviderSign && r.outcome == "ok")
+        .find(|r| {
+            r.event == AuditEvent::ProviderSign
+                && r.outcome == "ok"
+                && r.coin.as_deref() == Some("hteth")
+        })
         .unwrap();
     assert_eq!(
         signed.payload_sha256.unwrap().0,
@@ -638,4 +645,119 @@ async fn handshake_fails(p: &Provider, identity: Option<&str>) -> bool {
         Ok(_) => !String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"),
         Err(_) => true,
     }
+}
+
+/// A 2-of-3 P2WSH spend whose user key was made by the provider: the
+/// provider adds its partial signature (verified here over the input's
+/// sighash) and keeps every other field.
+async fn psbt_round(p: &Provider) {
+    use std::collections::BTreeMap;
+    use std::str::FromStr;
+
+    use bitcoin::bip32::{DerivationPath, Xpriv, Xpub};
+    use bitcoin::blockdata::script::Builder;
+    use bitcoin::hashes::Hash;
+    use bitcoin::opcodes::all::{OP_CHECKMULTISIG, OP_PUSHNUM_2, OP_PUSHNUM_3};
+    use bitcoin::psbt::Psbt;
+    use bitcoin::secp256k1::{Message, Secp256k1};
+    use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+    use bitcoin::{
+        absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, TxIn, TxOut, Txid, Witness,
+    };
+
+    let (status, made) = p
+        .post(
+            "/key/generate",
+            &json!({"coin": "tbtc", "source": "user", "type": "independent"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let user_pub = made["pub"].as_str().unwrap().to_owned();
+    let secp = Secp256k1::new();
+    let user = Xpub::from_str(&user_pub).unwrap();
+    let backup = Xpriv::new_master(bitcoin::NetworkKind::Main, &[2; 32]).unwrap();
+    let bitgo = Xpriv::new_master(bitcoin::NetworkKind::Main, &[3; 32]).unwrap();
+    let path = DerivationPath::from_str("m/0/0/20/3").unwrap();
+    let child = |x: &Xpub| x.derive_pub(&secp, &path).unwrap().public_key;
+    let keys = [
+        (user.fingerprint(), child(&user)),
+        (
+            backup.fingerprint(&secp),
+            child(&Xpub::from_priv(&secp, &backup)),
+        ),
+        (
+            bitgo.fingerprint(&secp),
+            child(&Xpub::from_priv(&secp, &bitgo)),
+        ),
+    ];
+    let mut b = Builder::new().push_opcode(OP_PUSHNUM_2);
+    for (_, k) in &keys {
+        b = b.push_key(&bitcoin::PublicKey::new(*k));
+    }
+    let script = b
+        .push_opcode(OP_PUSHNUM_3)
+        .push_opcode(OP_CHECKMULTISIG)
+        .into_script();
+    let spk = ScriptBuf::new_p2wsh(&script.wscript_hash());
+    let tx = bitcoin::Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::new(Txid::all_zeros(), 1),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(40_000),
+            script_pubkey: spk.clone(),
+        }],
+    };
+    let mut psbt = Psbt::from_unsigned_tx(tx).unwrap();
+    psbt.inputs[0].witness_utxo = Some(TxOut {
+        value: Amount::from_sat(50_000),
+        script_pubkey: spk,
+    });
+    psbt.inputs[0].witness_script = Some(script.clone());
+    psbt.inputs[0].bip32_derivation = keys
+        .iter()
+        .map(|(fp, k)| (*k, (*fp, path.clone())))
+        .collect::<BTreeMap<_, _>>();
+    let payload = kms_crypto::hex(&psbt.serialize());
+    let (status, signed) = p
+        .post(
+            "/sign",
+            &json!({"pub": user_pub, "source": "user", "algorithm": "ecdsa", "signablePayload": payload}),
+        )
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    let hex = signed["signature"].as_str().unwrap();
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let back = Psbt::deserialize(&bytes).unwrap();
+    assert_eq!(back.unsigned_tx, psbt.unsigned_tx);
+    assert_eq!(
+        back.inputs[0].bip32_derivation,
+        psbt.inputs[0].bip32_derivation
+    );
+    assert_eq!(back.inputs[0].partial_sigs.len(), 1);
+    let (pk, sig) = back.inputs[0].partial_sigs.iter().next().unwrap();
+    assert_eq!(pk.inner, keys[0].1, "signed by the user key's child");
+    let sighash = SighashCache::new(&back.unsigned_tx)
+        .p2wsh_signature_hash(0, &script, Amount::from_sat(50_000), EcdsaSighashType::All)
+        .unwrap();
+    let msg = Message::from_digest(sighash.to_byte_array());
+    secp.verify_ecdsa(&msg, &sig.signature, &pk.inner).unwrap();
+    // A PSBT that does not name this key is refused.
+    let mut foreign = psbt.clone();
+    foreign.inputs[0].bip32_derivation.remove(&keys[0].1);
+    let (status, body) = p
+        .post(
+            "/sign",
+            &json!({"pub": user_pub, "source": "user", "algorithm": "ecdsa",
+                    "signablePayload": kms_crypto::hex(&foreign.serialize())}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
 }

@@ -25,6 +25,7 @@ use kms_protocol::internal::{
 use kms_protocol::{Bytes, Id, Nonce, P256PublicKey};
 
 pub mod provider;
+mod psbt;
 mod wallets;
 
 use wallets::HdNodeCache;

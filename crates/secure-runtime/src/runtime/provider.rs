@@ -392,18 +392,18 @@ impl TrustedEnv<'_> {
                 "sign needs an independent key: tss key shares sign in the wallet manager's MPC rounds",
             ));
         }
-        let Some(digest) = operation_hash(&req.signable_payload) else {
-            return Err(bad(
-                "signablePayload must be 0x followed by a 32-byte operation hash in hex \
-                 (PSBT signing for UTXO coins is not supported by this provider yet)",
-            ));
-        };
         let prv = self.open_row(row)?;
         let text = std::str::from_utf8(prv.expose())
             .map_err(|_| ProviderError::StoredKey("the stored key is not text".to_owned()))?;
-        let node = parse_xprv(text).map_err(|_| {
-            ProviderError::StoredKey("the stored independent key is not an xprv".to_owned())
-        })?;
+        let stored_key_broken =
+            || ProviderError::StoredKey("the stored independent key is not an xprv".to_owned());
+        let Some(digest) = operation_hash(&req.signable_payload) else {
+            // A UTXO coin's PSBT.
+            let raw = base58::decode(text).map_err(|_| stored_key_broken())?;
+            let signed = super::psbt::sign_psbt(raw.expose(), &req.signable_payload)?;
+            return Ok(SignatureText { signature: signed });
+        };
+        let node = parse_xprv(text).map_err(|_| stored_key_broken())?;
         let key = secp256k1::PrivateKey::from_scalar(node.private_key()).ok_or_else(|| {
             ProviderError::StoredKey("the stored key's scalar is out of range".to_owned())
         })?;
