@@ -59,6 +59,8 @@ impl Pki {
         write("server.key", &key);
         let (cert, key) = leaf(&ca, vec!["awm".into()], ExtendedKeyUsagePurpose::ClientAuth);
         write("client.pem", &format!("{cert}{key}"));
+        write("client.crt", &cert);
+        write("client.key", &key);
         let (_, foreign) = make_ca("foreign CA");
         let (cert, key) = leaf(
             &foreign,
@@ -760,4 +762,51 @@ async fn psbt_round(p: &Provider) {
         )
         .await;
     assert_eq!(status, 400, "{body}");
+}
+
+/// BitGo's side, independently: `tests/bitgo-client/test.js` on BitGo's
+/// own npm packages (superagent and zod as its client uses them,
+/// @bitgo/utxo-lib, @bitgo/sjcl, ethereumjs-util), against both real
+/// processes over mTLS. Needs `npm ci` in tests/bitgo-client (`.ci/run`
+/// does it and sets KMS_REQUIRE_BITGO_CLIENT=1); skipped with a message
+/// otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitgo_node_client() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/bitgo-client");
+    let required = std::env::var("KMS_REQUIRE_BITGO_CLIENT").as_deref() == Ok("1");
+    let node_ok = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node_ok || !dir.join("node_modules/@bitgo/utxo-lib").exists() {
+        let why = "SKIPPED: bitgo_node_client needs node and `npm ci` in tests/bitgo-client";
+        assert!(!required, "{why} (KMS_REQUIRE_BITGO_CLIENT=1)");
+        eprintln!("{why}");
+        return;
+    }
+    let p = start(Pki::new());
+    let out = tokio::process::Command::new("node")
+        .arg(dir.join("test.js"))
+        .current_dir(&dir)
+        .env("KP_URL", &p.url)
+        .env("KP_CA", p.pki.path("ca.pem"))
+        .env("KP_CERT", p.pki.path("client.crt"))
+        .env("KP_KEY", p.pki.path("client.key"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "node client failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nlogs:\n{}",
+        p.d.logs()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    eprint!("{stdout}");
 }
