@@ -52,6 +52,8 @@ pub const PROVIDER_KEY_AAD: &[u8] = b"kms/provider-key/v1";
 pub const PROVIDER_DATA_KEY_WRAP_KDF: &[u8] = b"kms/provider-data-key-wrap/v1";
 /// AAD label of a key-provider data key.
 pub const PROVIDER_DATA_KEY_AAD: &[u8] = b"kms/provider-data-key/v1";
+/// HKDF `info` prefix deriving the key provider's TLS key from the identity key.
+pub const PROVIDER_TLS_KEY_KDF: &[u8] = b"kms/provider-tls-key/v1";
 
 #[cfg(test)]
 mod tests {
@@ -79,6 +81,7 @@ mod tests {
             super::PROVIDER_KEY_AAD,
             super::PROVIDER_DATA_KEY_WRAP_KDF,
             super::PROVIDER_DATA_KEY_AAD,
+            super::PROVIDER_TLS_KEY_KDF,
         ];
         for (i, a) in all.iter().enumerate() {
             assert!(a.starts_with(b"kms/") && (a.ends_with(b"/v1") || a.ends_with(b"/v2")));

@@ -109,6 +109,20 @@ impl PrivateKey {
         compress(&self.public)
     }
 
+    /// The key as PKCS#8 v1 DER (for a TLS stack), wiped when dropped.
+    pub fn to_pkcs8_der(&self) -> Result<crate::SecretBytes, CryptoError> {
+        let pair = EcdsaKeyPair::from_private_key_and_public_key(
+            &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            self.scalar.expose(),
+            self.public.as_bytes(),
+        )
+        .map_err(|_| CryptoError::Backend("p256 signing key"))?;
+        let doc = pair
+            .to_pkcs8v1()
+            .map_err(|_| CryptoError::Backend("p256 pkcs8"))?;
+        Ok(crate::SecretBytes::new(doc.as_ref().to_vec()))
+    }
+
     /// ECDSA over a 32-byte SHA-256 digest the caller computed, `r ‖ s`
     /// (IEEE P1363). aws-lc's nonce is hedged: drawn from its DRBG with
     /// the key and digest mixed in (docs/protocol.md, "Encodings").

@@ -144,6 +144,24 @@ pub fn open_data_key(keys: &KeySet, wrapped: &[u8]) -> Result<SecretKey, Envelop
     SecretKey::from_slice(plain.expose()).ok_or(EnvelopeError::Open)
 }
 
+/// The key provider's TLS key: a P-256 key derived from the key set's
+/// identity key, so it exists only where the key set is open, is the same
+/// in every secure environment of a deployment, and never leaves one
+/// (docs/bitgo.md, "The TLS key"). `k_i = HKDF-SHA256(identity, info =
+/// "kms/provider-tls-key/v1" ‖ u8(i))` for i = 0, 1, … until one is a
+/// scalar in [1, n−1].
+pub fn tls_key(keys: &KeySet) -> Result<crate::p256::PrivateKey, CryptoError> {
+    for i in 0u8..=255 {
+        let mut label = labels::PROVIDER_TLS_KEY_KDF.to_vec();
+        label.push(i);
+        let scalar = kdf::derive_key(keys.identity().scalar(), &label)?;
+        if let Some(key) = crate::p256::PrivateKey::from_scalar(scalar) {
+            return Ok(key);
+        }
+    }
+    Err(CryptoError::Backend("no TLS key scalar in range"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +242,19 @@ mod tests {
             open_data_key(&keys, &wrapped[..wrapped.len() - 1]).err(),
             Some(EnvelopeError::Format)
         );
+    }
+
+    #[test]
+    fn the_tls_key_is_the_key_sets_own() {
+        let keys = KeySet::generate().unwrap();
+        let a = tls_key(&keys).unwrap();
+        assert_eq!(a.public_key(), tls_key(&keys).unwrap().public_key());
+        assert_ne!(a.public_key(), keys.identity().public_key());
+        let rotated = keys.rotated().unwrap();
+        assert_eq!(a.public_key(), tls_key(&rotated).unwrap().public_key());
+        let other = KeySet::generate().unwrap();
+        assert_ne!(a.public_key(), tls_key(&other).unwrap().public_key());
+        assert!(!a.to_pkcs8_der().unwrap().expose().is_empty());
     }
 
     /// A stored key's seal and a data key's wrap use different keys: one

@@ -14,7 +14,7 @@ use kms_e2e::Deployment;
 use kms_protocol::audit::AuditEvent;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, PublicKeyData,
 };
 use serde_json::{json, Value};
 
@@ -50,6 +50,7 @@ impl Pki {
         };
         let (ca_pem, ca) = make_ca("test CA");
         write("ca.pem", &ca_pem);
+        write("ca.key", &ca.key().serialize_pem());
         let (cert, key) = leaf(
             &ca,
             vec!["localhost".into(), "127.0.0.1".into()],
@@ -809,4 +810,83 @@ async fn bitgo_node_client() {
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
     eprint!("{stdout}");
+}
+
+/// The TLS key made from the key set: `bitgo-csr` prints a CSR for it, the
+/// CA signs it, and the listener serves with it and no key file; a
+/// certificate for another key is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitgo_tls_key_from_the_key_set() {
+    let mut p = start(Pki::new());
+    let csr = |data: &Path| {
+        let out = std::process::Command::new(&kms_e2e::binaries().secure_environment)
+            .args([
+                "bitgo-csr",
+                "--bitgo-server-name",
+                "localhost",
+                "--bitgo-server-name",
+                "127.0.0.1",
+                "--data-dir",
+            ])
+            .arg(data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = csr(&p.d.se_data());
+    assert!(
+        first.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{first}"
+    );
+    let request = rcgen::CertificateSigningRequestParams::from_pem(&first).unwrap();
+    let again = rcgen::CertificateSigningRequestParams::from_pem(&csr(&p.d.se_data())).unwrap();
+    assert_eq!(
+        request.public_key.der_bytes(),
+        again.public_key.der_bytes(),
+        "one key per key set"
+    );
+    let ca_key = KeyPair::from_pem(&String::from_utf8(p.pki.read("ca.key")).unwrap()).unwrap();
+    let ca_cert = String::from_utf8(p.pki.read("ca.pem")).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
+    let cert = request.signed_by(&issuer).unwrap();
+    std::fs::write(p.pki.path("own.pem"), cert.pem()).unwrap();
+
+    // Served with the key set's key: no --bitgo-tls-key.
+    let file_args = p.se_args.clone();
+    let own_args = |cert: PathBuf| -> Vec<String> {
+        let mut args = file_args.clone();
+        let at = args.iter().position(|a| a == "--bitgo-tls-key").unwrap();
+        args.drain(at..at + 2);
+        let at = args.iter().position(|a| a == "--bitgo-tls-cert").unwrap();
+        args[at + 1] = cert.display().to_string();
+        args
+    };
+    p.se_args = own_args(p.pki.path("own.pem"));
+    p.restart();
+    let (status, body) = p.get("/openapi.json").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = p
+        .post("/generateDataKey", &json!({"keyType": "AES-256"}))
+        .await;
+    assert_eq!(status, 200);
+    assert!(!p.d.logs().contains("BEGIN PRIVATE KEY"));
+
+    // The file key's certificate does not go with the key set's key.
+    p.d.stop_api();
+    p.d.stop_se();
+    let mismatched = own_args(p.pki.path("server.pem"));
+    let out = std::process::Command::new(&kms_e2e::binaries().secure_environment)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(p.d.se_data())
+        .args(&mismatched)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not go with the TLS key"), "{stderr}");
 }

@@ -53,7 +53,7 @@ const MAX_CONNECTIONS: usize = 1024;
 /// `client_ca` unless `insecure_no_client_auth`.
 pub fn tls_config(
     cert: &Path,
-    key: &Path,
+    key: PrivateKeyDer<'static>,
     client_ca: Option<&Path>,
     insecure_no_client_auth: bool,
 ) -> Result<Arc<ServerConfig>, String> {
@@ -67,8 +67,6 @@ pub fn tls_config(
             cert.display()
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("reading --bitgo-tls-key {}: {e}", key.display()))?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS versions: {e}"))?;
@@ -104,9 +102,39 @@ pub fn tls_config(
     };
     let mut config = builder
         .with_single_cert(chain, key)
-        .map_err(|e| format!("--bitgo-tls-cert and --bitgo-tls-key: {e}"))?;
+        .map_err(|e| {
+            format!("--bitgo-tls-cert does not go with the TLS key (--bitgo-tls-key, or the key set's own when none is given): {e}")
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The TLS key from a PEM file (`--bitgo-tls-key`, for development).
+pub fn key_from_file(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("reading --bitgo-tls-key {}: {e}", path.display()))
+}
+
+/// A PEM certificate signing request for the key set's TLS key, naming
+/// `names` (DNS names or IP addresses) as subject alternative names and the
+/// first as common name: `secure-environment bitgo-csr`.
+pub fn csr(keys: &kms_crypto::keyset::KeySet, names: &[String]) -> Result<String, String> {
+    let key = kms_crypto::provider::tls_key(keys).map_err(|e| e.to_string())?;
+    let der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
+    let pkcs8 = rustls_pki_types::PrivatePkcs8KeyDer::from(der.expose().to_vec());
+    let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| format!("the TLS key: {e}"))?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec())
+        .map_err(|e| format!("--bitgo-server-name: {e}"))?;
+    let mut dn = rcgen::DistinguishedName::new();
+    if let Some(first) = names.first() {
+        dn.push(rcgen::DnType::CommonName, first.as_str());
+    }
+    params.distinguished_name = dn;
+    params
+        .serialize_request(&pair)
+        .and_then(|r| r.pem())
+        .map_err(|e| format!("making the CSR: {e}"))
 }
 
 /// Serves the key-provider API on `listener` until `shutdown` completes.

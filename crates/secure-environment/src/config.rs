@@ -74,7 +74,10 @@ pub struct BitgoArgs {
     #[arg(long, env = "SECURE_ENV_BITGO_TLS_CERT", requires = "bitgo_listen")]
     pub bitgo_tls_cert: Option<PathBuf>,
 
-    /// The certificate's private key (PEM, PKCS#8, SEC1 or PKCS#1).
+    /// The certificate's private key (PEM, PKCS#8, SEC1 or PKCS#1), for
+    /// development. Without it the listener uses the key set's own TLS key,
+    /// which never leaves the secure environment: `bitgo-csr` prints a CSR
+    /// for it, for the operator's CA to sign into --bitgo-tls-cert.
     #[arg(long, env = "SECURE_ENV_BITGO_TLS_KEY", requires = "bitgo_listen")]
     pub bitgo_tls_key: Option<PathBuf>,
 
@@ -108,6 +111,22 @@ pub enum Command {
     /// identity key are kept, so wallets and clients' pins survive. Run it
     /// with the server stopped; it is recorded in the audit log.
     Reseal(ResealArgs),
+    /// Print a certificate signing request (PEM) for the key provider's
+    /// TLS key, which is derived from the key set and never leaves the
+    /// secure environment (docs/bitgo.md), creating the key set if there
+    /// is none. Have the CA that BitGo's wallet manager trusts sign it,
+    /// and give the certificate as --bitgo-tls-cert without
+    /// --bitgo-tls-key.
+    BitgoCsr(BitgoCsrArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BitgoCsrArgs {
+    /// A DNS name or IP address the wallet manager reaches the provider
+    /// by (KEY_PROVIDER_URL's host); repeat for more. The first is also
+    /// the common name.
+    #[arg(long = "bitgo-server-name", required = true)]
+    pub names: Vec<String>,
 }
 
 /// Where the root key is held (`--root-key`), and each provider's settings.

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Identity) => print_identity(&cli),
         Some(Command::Reseal(ref to)) => reseal(&cli, to),
+        Some(Command::BitgoCsr(ref args)) => print_bitgo_csr(&cli, args),
         None => serve(cli),
     };
     match result {
@@ -129,6 +130,23 @@ fn runtime(
     Ok(runtime)
 }
 
+/// `secure-environment bitgo-csr`: the CSR of the key set's TLS key.
+fn print_bitgo_csr(
+    cli: &Cli,
+    args: &secure_environment::config::BitgoCsrArgs,
+) -> anyhow::Result<()> {
+    let loaded = load(cli)?;
+    let csr =
+        secure_environment::bitgo::csr(&loaded.keys, &args.names).map_err(anyhow::Error::msg)?;
+    if loaded.created {
+        runtime(cli, loaded, String::new(), false)?;
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(csr.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
 fn print_identity(cli: &Cli) -> anyhow::Result<()> {
     let loaded = load(cli)?;
     if loaded.created {
@@ -167,10 +185,17 @@ async fn bitgo_listener(
     let cert = args.bitgo_tls_cert.as_deref().context(
         "--bitgo-listen needs --bitgo-tls-cert (the certificate the wallet manager's CA signed)",
     )?;
-    let key = args.bitgo_tls_key.as_deref().context(
-        "--bitgo-listen needs --bitgo-tls-key: a TLS key made and sealed inside the secure environment \
-         (with a CSR for the operator's CA) is not built yet",
-    )?;
+    let key = match args.bitgo_tls_key.as_deref() {
+        Some(path) => {
+            tracing::warn!(path = %path.display(), "the key provider's TLS key is read from a file: development only; without --bitgo-tls-key the key set's own key is used (secure-environment bitgo-csr)");
+            secure_environment::bitgo::key_from_file(path)
+        }
+        None => runtime
+            .trusted_env_exec(|env| env.provider_tls_key())
+            .map(|der| rustls_pki_types::PrivateKeyDer::Pkcs8(der.expose().to_vec().into()))
+            .map_err(|e| format!("the key set's TLS key: {e}")),
+    }
+    .map_err(anyhow::Error::msg)?;
     if args.bitgo_insecure_no_client_auth {
         tracing::warn!(
             "--bitgo-insecure-no-client-auth: the key provider accepts connections WITHOUT a client \

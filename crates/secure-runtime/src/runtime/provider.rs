@@ -172,6 +172,13 @@ pub fn check_store_key(req: &StoreKey) -> Result<(), ProviderError> {
 }
 
 impl TrustedEnv<'_> {
+    /// The key provider's TLS key (derived from the identity key, see
+    /// [`envelope::tls_key`]) as PKCS#8 DER, for the listener's TLS stack
+    /// in this process.
+    pub fn provider_tls_key(&self) -> Result<SecretBytes, EnvError> {
+        Ok(envelope::tls_key(&self.keys)?.to_pkcs8_der()?)
+    }
+
     /// Records a refusal decided outside these operations (a body that
     /// does not parse, an unknown key, a taken `(pub, source)`).
     pub fn provider_refuse(
