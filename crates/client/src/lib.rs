@@ -245,12 +245,58 @@ impl KmsClient {
         session: &ImportSession,
         material: &KeyMaterial,
     ) -> Result<ImportReceipt, ClientError> {
+        let expected_public = material
+            .public_key()
+            .map_err(|_| ClientError::InvalidKeyMaterial)?;
+        let receipt = self
+            .seal_and_complete(session, &material.to_import_plaintext())
+            .await?;
+        if receipt.key_type != material.key_type()
+            || receipt.public_key.as_ref().map(|p| p.as_bytes()) != expected_public.as_deref()
+            || receipt.owner_public_key.as_ref() != material.owner_public_key()
+        {
+            return Err(ClientError::Verification(
+                "receipt does not describe the imported key",
+            ));
+        }
+        Ok(receipt)
+    }
+
+    /// Imports a BitGo keycard box into a `bip32` wallet: the box and its
+    /// passphrase are sealed to an attested session and opened only inside
+    /// the secure environment, so the xprv never exists here (docs/bitgo.md,
+    /// "Keycards"). With `expected_public_key` (the 33-byte key of the
+    /// keycard's xpub), the receipt must name it.
+    pub async fn import_keycard(
+        &self,
+        box_json: &str,
+        passphrase: &str,
+        expected_public_key: Option<&[u8]>,
+    ) -> Result<ImportReceipt, ClientError> {
+        let session = self.start_import_session().await?;
+        let plaintext = KeyMaterial::keycard_import_plaintext(box_json, passphrase);
+        let receipt = self.seal_and_complete(&session, &plaintext).await?;
+        if receipt.key_type != KeyType::Bip32
+            || receipt.owner_public_key.is_some()
+            || expected_public_key
+                .is_some_and(|k| receipt.public_key.as_ref().map(|p| p.as_bytes()) != Some(k))
+        {
+            return Err(ClientError::Verification(
+                "receipt does not describe the keycard's key",
+            ));
+        }
+        Ok(receipt)
+    }
+
+    /// Seals an import plaintext to `session`, completes the import and
+    /// verifies the receipt's signature.
+    async fn seal_and_complete(
+        &self,
+        session: &ImportSession,
+        plaintext: &kms_crypto::SecretBytes,
+    ) -> Result<ImportReceipt, ClientError> {
         let info = hpke::info(labels::IMPORT, session.id());
-        let encrypted_key = hpke::seal(
-            session.public_key(),
-            &info,
-            material.to_import_plaintext().expose(),
-        )?;
+        let encrypted_key = hpke::seal(session.public_key(), &info, plaintext.expose())?;
         let path = format!("/v1/import-sessions/{}/complete", session.id());
         let receipt: ImportReceipt = self
             .post(
@@ -260,17 +306,6 @@ impl KmsClient {
                 },
             )
             .await?;
-        let expected_public = material
-            .public_key()
-            .map_err(|_| ClientError::InvalidKeyMaterial)?;
-        if receipt.key_type != material.key_type()
-            || receipt.public_key.as_ref().map(|p| p.as_bytes()) != expected_public.as_deref()
-            || receipt.owner_public_key.as_ref() != material.owner_public_key()
-        {
-            return Err(ClientError::Verification(
-                "receipt does not describe the imported key",
-            ));
-        }
         let msg = messages::import_receipt(
             session.id(),
             &receipt.wallet_id,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod hd;
 pub mod hpke;
 pub mod kdf;
+pub mod keycard;
 pub mod keyset;
 pub mod labels;
 pub mod material;

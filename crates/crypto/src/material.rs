@@ -82,6 +82,9 @@ impl WalletKey {
     }
 }
 
+/// The import-only `key_type` of a BitGo keycard box ([`KeyMaterial::from_plaintext`]).
+pub const KEYCARD_KEY_TYPE: &str = "bitgo_keycard";
+
 /// Checked key material: a private key of its type, and optionally the owner's key.
 #[derive(Debug)]
 pub struct KeyMaterial {
@@ -137,8 +140,6 @@ impl KeyMaterial {
         if json.v != 1 {
             return Err(InvalidKeyMaterial("unsupported v"));
         }
-        let key_type =
-            KeyType::parse(&json.key_type).ok_or(InvalidKeyMaterial("unknown key_type"))?;
         let private_key = SecretBytes::new(
             b64::decode(&json.private_key)
                 .map_err(|_| InvalidKeyMaterial("private_key is not base64url"))?,
@@ -154,7 +155,67 @@ impl KeyMaterial {
                 )
             }
         };
+        if json.key_type == KEYCARD_KEY_TYPE {
+            return Self::from_keycard(&private_key, owner);
+        }
+        let key_type =
+            KeyType::parse(&json.key_type).ok_or(InvalidKeyMaterial("unknown key_type"))?;
         Self::new(key_type, private_key, owner)
+    }
+
+    /// An import-only shape (docs/bitgo.md, "Keycards"): a BitGo keycard box
+    /// and its passphrase, `{"box": "<the box's JSON text>", "passphrase":
+    /// "…"}` as the private key. The box is opened here and the xprv in it
+    /// becomes a `bip32` wallet. Every refusal names the keycard (the
+    /// message is shown to the importer: the box is their own).
+    fn from_keycard(
+        inner: &SecretBytes,
+        owner: Option<P256PublicKey>,
+    ) -> Result<Self, InvalidKeyMaterial> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Keycard {
+            #[serde(rename = "box")]
+            sealed: kms_protocol::provider::SecretText,
+            passphrase: kms_protocol::provider::SecretText,
+        }
+        let card: Keycard = serde_json::from_slice(inner.expose()).map_err(|_| {
+            InvalidKeyMaterial("bitgo_keycard: private_key must be {\"box\", \"passphrase\"}")
+        })?;
+        let xprv = crate::keycard::open(card.sealed.expose(), card.passphrase.expose().as_bytes())
+            .map_err(|e| {
+                InvalidKeyMaterial(match e {
+                crate::keycard::KeycardError::Open => {
+                    "bitgo_keycard: the box does not open: wrong passphrase, or the box was changed"
+                }
+                crate::keycard::KeycardError::Format(_) => {
+                    "bitgo_keycard: not a BitGo keycard box (v1 SJCL aes-ccm or v2 Argon2id)"
+                }
+            })
+            })?;
+        let text = std::str::from_utf8(xprv.expose())
+            .map_err(|_| InvalidKeyMaterial("bitgo_keycard: the box does not hold an xprv"))?;
+        let raw = crate::base58::decode(text)
+            .map_err(|_| InvalidKeyMaterial("bitgo_keycard: the box does not hold an xprv"))?;
+        Self::new(KeyType::Bip32, raw, owner)
+            .map_err(|_| InvalidKeyMaterial("bitgo_keycard: the box does not hold a valid xprv"))
+    }
+
+    /// The import plaintext of a keycard box and its passphrase, sealed by
+    /// a client to an import session (the box is opened in the secure
+    /// environment only).
+    pub fn keycard_import_plaintext(box_json: &str, passphrase: &str) -> SecretBytes {
+        let inner = zeroize::Zeroizing::new(
+            serde_json::json!({"box": box_json, "passphrase": passphrase}).to_string(),
+        );
+        let encoded = zeroize::Zeroizing::new(b64::encode(inner.as_bytes()));
+        let mut out = SecretBytes::with_capacity(64 + encoded.len());
+        out.extend_from_slice(br#"{"v":1,"key_type":""#);
+        out.extend_from_slice(KEYCARD_KEY_TYPE.as_bytes());
+        out.extend_from_slice(br#"","private_key":""#);
+        out.extend_from_slice(encoded.as_bytes());
+        out.extend_from_slice(b"\"}");
+        out
     }
 
     /// The plaintext an export carries: `{"v":1,"key_type":"…","private_key":"…"}`
@@ -341,6 +402,24 @@ mod tests {
             b64::encode(private_key)
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn a_keycard_imports_as_the_bip32_wallet_in_it() {
+        let card = include_str!("../tests/data/keycard-v1.json");
+        let pt = KeyMaterial::keycard_import_plaintext(card, "correct horse battery staple");
+        let m = KeyMaterial::from_plaintext(pt.expose()).unwrap();
+        assert_eq!(m.key_type(), KeyType::Bip32);
+        let node = ExtendedKey::from_bip32(m.private_key().expose()).unwrap();
+        assert_eq!(node.depth(), 0);
+        let wrong = KeyMaterial::keycard_import_plaintext(card, "wrong");
+        let e = KeyMaterial::from_plaintext(wrong.expose()).unwrap_err();
+        assert!(e.0.contains("wrong passphrase"), "{}", e.0);
+        let junk = KeyMaterial::keycard_import_plaintext("{}", "x");
+        let e = KeyMaterial::from_plaintext(junk.expose()).unwrap_err();
+        assert!(e.0.starts_with("bitgo_keycard:"), "{}", e.0);
+        let not_xprv = KeyMaterial::keycard_import_plaintext("{\"v\":3}", "x");
+        assert!(KeyMaterial::from_plaintext(not_xprv.expose()).is_err());
     }
 
     #[test]

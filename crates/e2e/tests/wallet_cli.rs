@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use kms_e2e::{binaries, Deployment};
@@ -233,4 +234,75 @@ async fn xprv_import_owner_keys_and_errors() {
             .len(),
         2
     );
+}
+
+/// A BitGo keycard box (made with `@bitgo/sjcl` as BitGo's SDK makes them,
+/// crates/crypto/tests/data/README.md) imports as the bip32 wallet inside
+/// it; the box is opened in the secure environment only. A wrong
+/// passphrase or a changed box is a clear 422 and stores nothing.
+#[tokio::test]
+async fn a_bitgo_keycard_imports_inside_the_secure_environment() {
+    let d = Deployment::start(&[]);
+    let card = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crypto/tests/data/keycard-v1.json");
+    let card = card.display().to_string();
+    // BIP-32 test vector 1's master key, which the box holds.
+    let xpub = "xpub661MyMwAqRbcFtXgS5sYJABqqG9YLmC4Q1Rdap9gSE8NqtwybGhePY2gZ29ESFjqJoCu1Rupje8YtGqsefD265TMg7usUDFdp6W1EGMcet8";
+    let imported = json(&wallet(
+        &d,
+        &[
+            "--json", "import", "keycard", "--box", &card, "--xpub", xpub,
+        ],
+        Some("correct horse battery staple\n"),
+    ));
+    assert_eq!(imported["key_type"], "bip32");
+    assert_eq!(
+        imported["public_key"],
+        "0339a36013301597daef41fbe593a02cc513d0b55527ec2df1050e2e8ff49c85c2"
+    );
+    let wallet_id = imported["wallet_id"].as_str().unwrap().to_owned();
+    let shown = json(&wallet(
+        &d,
+        &["--json", "xpub", "--wallet", &wallet_id, "--path", "m"],
+        None,
+    ));
+    assert_eq!(shown["xpub"], xpub, "{shown}");
+
+    let wrong = wallet(
+        &d,
+        &["import", "keycard", "--box", &card],
+        Some("not the passphrase\n"),
+    );
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("wrong passphrase"), "{stderr}");
+    assert!(stderr.contains("invalid_key_material"), "{stderr}");
+    let changed = d.dir.path().join("changed.json");
+    let text = std::fs::read_to_string(&card)
+        .unwrap()
+        .replace("\"ct\":\"c", "\"ct\":\"d");
+    std::fs::write(&changed, text).unwrap();
+    let out = wallet(
+        &d,
+        &["import", "keycard", "--box", &changed.display().to_string()],
+        Some("correct horse battery staple\n"),
+    );
+    assert!(!out.status.success());
+    let junk = d.dir.path().join("junk.json");
+    std::fs::write(&junk, "{\"v\": 7}").unwrap();
+    let out = wallet(
+        &d,
+        &["import", "keycard", "--box", &junk.display().to_string()],
+        Some("x\n"),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a BitGo keycard box"));
+    // Only the good import is stored.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", d.db_path().display()))
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM wallets")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    d.assert_logs_hold_none_of(&[b"correct horse battery staple".to_vec()]);
 }

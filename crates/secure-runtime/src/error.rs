@@ -105,6 +105,9 @@ impl EnvError {
             Self::SessionUsed => "import session already completed",
             Self::SessionExpired => "import session expired",
             Self::DecryptionFailed => "encrypted_key does not open",
+            // A keycard's refusal is about the importer's own box and
+            // passphrase, not about the sealed plaintext: it is shown.
+            Self::InvalidKeyMaterial(m) if m.starts_with("bitgo_keycard:") => m,
             Self::InvalidKeyMaterial(_) => "the plaintext is not valid key material",
             Self::UnsupportedOperation(m) => m,
             Self::StoredRecord(_) | Self::Crypto(_) => "internal error",

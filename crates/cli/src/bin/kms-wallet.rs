@@ -181,6 +181,21 @@ enum ImportKind {
         #[arg(long)]
         owner_key_file: Option<PathBuf>,
     },
+    /// A BitGo keycard's encrypted key (the JSON box BitGo's SDK makes, v1
+    /// SJCL or v2 Argon2id) with its wallet passphrase: both are sealed to
+    /// the session and opened only inside the secure environment, so the
+    /// xprv never exists on this machine. It becomes a `bip32` wallet.
+    Keycard {
+        /// File holding the box (the keycard's "encrypted private key" JSON).
+        #[arg(long = "box")]
+        box_file: PathBuf,
+        /// File holding the wallet passphrase (or stdin without it).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// The key's xpub from the keycard: the receipt must name its key.
+        #[arg(long)]
+        xpub: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -421,32 +436,68 @@ impl App {
                            "owner_bound": r.owner_public_key.is_some(), "created_at": r.created_at}),
                 );
             }
-            Command::Import { kind } => match kind {
-                ImportKind::Mnemonic {
-                    file,
-                    owner_key_file,
-                } => {
-                    let words = read_secret(file.as_deref())?;
-                    let normalized =
-                        Zeroizing::new(words.split_whitespace().collect::<Vec<_>>().join(" "));
-                    let entropy = hd::bip39_entropy(&normalized).map_err(|e| anyhow::anyhow!(e))?;
-                    let material = KeyMaterial::new(KeyType::Bip39, entropy, None)?;
-                    self.import(material, owner_key_file.as_deref()).await?;
-                }
-                ImportKind::Xprv {
-                    file,
-                    owner_key_file,
-                } => {
-                    let text = read_secret(file.as_deref())?;
-                    let bytes = SecretBytes::new(
-                        address::base58check_decode(text.trim())
-                            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            Command::Import { kind } => {
+                match kind {
+                    ImportKind::Mnemonic {
+                        file,
+                        owner_key_file,
+                    } => {
+                        let words = read_secret(file.as_deref())?;
+                        let normalized =
+                            Zeroizing::new(words.split_whitespace().collect::<Vec<_>>().join(" "));
+                        let entropy =
+                            hd::bip39_entropy(&normalized).map_err(|e| anyhow::anyhow!(e))?;
+                        let material = KeyMaterial::new(KeyType::Bip39, entropy, None)?;
+                        self.import(material, owner_key_file.as_deref()).await?;
+                    }
+                    ImportKind::Xprv {
+                        file,
+                        owner_key_file,
+                    } => {
+                        let text = read_secret(file.as_deref())?;
+                        let bytes = SecretBytes::new(
+                            address::base58check_decode(text.trim())
+                                .map_err(|e| anyhow::anyhow!("{e}"))?,
+                        );
+                        let material = KeyMaterial::new(KeyType::Bip32, bytes, None)
+                            .map_err(|e| anyhow::anyhow!("not a usable xprv: {e}"))?;
+                        self.import(material, owner_key_file.as_deref()).await?;
+                    }
+                    ImportKind::Keycard {
+                        box_file,
+                        passphrase_file,
+                        xpub,
+                    } => {
+                        let sealed = read_secret(Some(&box_file))?;
+                        let passphrase = read_secret(passphrase_file.as_deref())?;
+                        let passphrase = passphrase.trim_end_matches(['\r', '\n']);
+                        let expected = match &xpub {
+                            Some(x) => {
+                                let raw = address::base58check_decode(x.trim())
+                                    .map_err(|e| anyhow::anyhow!("--xpub: {e}"))?;
+                                anyhow::ensure!(raw.len() == 78, "--xpub is not a BIP-32 xpub");
+                                Some(raw[45..78].to_vec())
+                            }
+                            None => None,
+                        };
+                        let r = self
+                            .kms
+                            .import_keycard(sealed.trim(), passphrase, expected.as_deref())
+                            .await?;
+                        let pk = r.public_key.as_ref().map(|p| kms_crypto::hex(p.as_bytes()));
+                        self.print(
+                        format!(
+                            "wallet {}  key type {}  public key {}  (receipt verified{})",
+                            r.wallet_id,
+                            r.key_type,
+                            pk.as_deref().unwrap_or("?"),
+                            if xpub.is_some() { ", matches --xpub" } else { "" }
+                        ),
+                        json!({"wallet_id": r.wallet_id, "key_type": r.key_type, "public_key": pk}),
                     );
-                    let material = KeyMaterial::new(KeyType::Bip32, bytes, None)
-                        .map_err(|e| anyhow::anyhow!("not a usable xprv: {e}"))?;
-                    self.import(material, owner_key_file.as_deref()).await?;
+                    }
                 }
-            },
+            }
             Command::Derive {
                 wallet,
                 curve,
