@@ -73,6 +73,7 @@ api="$(addr_of "$work/api.out")"
 ops=" ${OPS:-export import data-key-decrypt} "
 picked() { [[ "$ops" == *" $1 "* ]]; }
 for op in $ops; do
+  [ "$op" = bitgo ] && continue  # its own section below
   echo "== load: $op"
   "$bin/kms-bench" load --api-url "http://$api" --op "$op" --concurrency "$levels" \
     --seconds "$secs" --runs "$runs" --pid "se=$se_pid" --pid "api=$api_pid" --json-out "$results"
@@ -298,6 +299,44 @@ if [ "${OPENBAO:-1}" = 0 ]; then
   echo "== openbao: SKIPPED (OPENBAO=0)"
 else
   openbao
+fi
+
+# The BitGo key provider (issue 18, docs/bitgo.md): GET /key and POST /sign
+# over mTLS through kms-api's relay to the secure environment, where TLS
+# ends; each on a new connection per request (BitGo's wallet manager opens
+# one for every call) and on kept-alive connections. OPS="bitgo" picks it.
+if picked bitgo; then
+  certs="$work/bitgo-certs"
+  "$bin/kms-bench" bitgo-certs --dir "$certs"
+  free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+  kp_port="$(free_port)"; internal_port="$(free_port)"
+  RUST_LOG=warn "$server_bin/secure-environment" --listen 127.0.0.1:0 --data-dir "$work/se-bitgo" \
+    --bitgo-listen "127.0.0.1:$kp_port" --bitgo-tls-cert "$certs/server.pem" --bitgo-tls-key "$certs/server.key" \
+    --bitgo-client-ca "$certs/ca.pem" --kms-api-url "http://127.0.0.1:$internal_port" \
+    --max-in-flight 4096 --max-in-flight-per-client 4096 --max-connections-per-client 4096 \
+    >"$work/se-bitgo.out" 2>"$work/se-bitgo.log" &
+  pids+=($!); kse_pid=$!
+  kse="$(addr_of "$work/se-bitgo.out")"
+  RUST_LOG=warn "$server_bin/kms-api" --listen 127.0.0.1:0 --secure-env-url "http://$kse" --data-dir "$work/api-bitgo" \
+    --internal-listen "127.0.0.1:$internal_port" --bitgo-listen 127.0.0.1:0 --bitgo-upstream "127.0.0.1:$kp_port" \
+    --max-in-flight 4096 --max-in-flight-per-client 4096 --max-connections-per-client 4096 \
+    >"$work/api-bitgo.out" 2>"$work/api-bitgo.log" &
+  pids+=($!)
+  addr_of "$work/api-bitgo.out" >/dev/null
+  relay=""
+  for _ in $(seq 1 100); do
+    relay="$(sed -n 's/^bitgo listening on //p' "$work/api-bitgo.out" | head -n 1)"
+    [ -n "$relay" ] && break; sleep 0.1
+  done
+  for op in get-key sign-eth; do
+    for conn in new kept; do
+      flag=(); [ "$conn" = new ] && flag=(--new-connections)
+      echo "== bitgo: $op, $conn connections"
+      "$bin/kms-bench" bitgo --url "https://$relay" --dir "$certs" --op "$op" "${flag[@]}" \
+        --concurrency "$levels" --seconds "$secs" --runs "$runs" --json-out "$results" \
+        || echo "== bitgo: $op FAILED (see above)"
+    done
+  done
 fi
 
 # The limit again: the machine's speed drifts over a run, and the headline

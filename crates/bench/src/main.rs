@@ -16,6 +16,7 @@
 //! `scripts/bench.sh` runs them against release builds and writes the
 //! figures `docs/performance.md` reports.
 
+mod bitgo;
 mod floor;
 mod limit;
 mod load;
@@ -45,6 +46,10 @@ enum Command {
     /// kms-api: the architecture's own cost, or with `--crypto` an
     /// operation's ceiling (`load --op floor` drives it).
     FloorServer(floor::Args),
+    /// Certificates for the BitGo key-provider benchmark.
+    BitgoCerts(bitgo::CertArgs),
+    /// Load against the BitGo key provider over mTLS.
+    Bitgo(bitgo::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +72,12 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(scale::run(a)),
+        Command::BitgoCerts(a) => bitgo::certs(&a),
+        Command::Bitgo(a) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+            .block_on(bitgo::run(a)),
         Command::FloorServer(a) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
