@@ -43,3 +43,26 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+/// The bytes of hex text (either case, whole bytes only); `None` otherwise.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    text.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(super::unhex("00aBff").unwrap(), vec![0, 0xab, 0xff]);
+        assert_eq!(super::hex(&[0, 0xab, 0xff]), "00abff");
+        for bad in ["0", "zz", "+f", "0x00", "é0"] {
+            assert_eq!(super::unhex(bad), None, "{bad}");
+        }
+    }
+}

@@ -288,13 +288,7 @@ fn wallet_id(text: &str) -> Result<Id, String> {
 
 fn unhex(text: &str) -> anyhow::Result<Vec<u8>> {
     let t = text.trim().trim_start_matches("0x");
-    if !t.len().is_multiple_of(2) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("not hex: {text}");
-    }
-    Ok((0..t.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&t[i..i + 2], 16))
-        .collect::<Result<_, _>>()?)
+    kms_crypto::unhex(t).with_context(|| format!("not hex: {text}"))
 }
 
 /// Reads a secret from a file, or from stdin when no file is given.

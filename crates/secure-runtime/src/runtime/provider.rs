@@ -138,23 +138,7 @@ fn xpub_of(node: &ExtendedKey, xprv: &str) -> Result<String, ProviderError> {
 /// `0x` + 64 hex digits: an Ethereum-like coin's operation hash.
 fn operation_hash(payload: &str) -> Option<[u8; 32]> {
     let hex = payload.strip_prefix("0x")?;
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.as_bytes().chunks_exact(2).enumerate() {
-        let nib = |c: u8| {
-            char::from(c)
-                .to_digit(16)
-                .and_then(|d| u8::try_from(d).ok())
-        };
-        out[i] = (nib(pair[0])? << 4) | nib(pair[1])?;
-    }
-    Some(out)
-}
-
-fn lower_hex(bytes: &[u8]) -> String {
-    kms_crypto::hex(bytes)
+    kms_crypto::unhex(hex)?.try_into().ok()
 }
 
 /// What `POST /key` must satisfy before anything else is looked at: the
@@ -421,7 +405,7 @@ impl TrustedEnv<'_> {
         rsv.extend_from_slice(&sig.signature);
         rsv.push(27 + sig.recovery_id);
         Ok(SignatureText {
-            signature: format!("0x{}", lower_hex(&rsv)),
+            signature: format!("0x{}", kms_crypto::hex(&rsv)),
         })
     }
 
@@ -443,7 +427,7 @@ impl TrustedEnv<'_> {
         })?;
         Ok((
             DataKey {
-                plaintext_key: SecretText::new(lower_hex(key.expose())),
+                plaintext_key: SecretText::new(kms_crypto::hex(key.expose())),
                 encrypted_key: b64::encode(&wrapped),
             },
             audit,
@@ -482,7 +466,7 @@ impl TrustedEnv<'_> {
         })?;
         Ok((
             DecryptedDataKey {
-                plaintext_key: SecretText::new(lower_hex(key.expose())),
+                plaintext_key: SecretText::new(kms_crypto::hex(key.expose())),
             },
             audit,
         ))

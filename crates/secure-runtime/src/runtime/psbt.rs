@@ -44,24 +44,6 @@ fn bad(message: impl Into<String>) -> ProviderError {
     ProviderError::BadRequest(message.into())
 }
 
-/// Lowercase or uppercase hex, whole bytes only.
-pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    text.as_bytes()
-        .chunks_exact(2)
-        .map(|pair| {
-            let nib = |c: u8| {
-                char::from(c)
-                    .to_digit(16)
-                    .and_then(|d| u8::try_from(d).ok())
-            };
-            Some((nib(pair[0])? << 4) | nib(pair[1])?)
-        })
-        .collect()
-}
-
 /// Signs `psbt_hex` with the key of `xprv` (its 78-byte serialization):
 /// the PSBT in lowercase hex with the partial signatures added.
 ///
@@ -70,7 +52,7 @@ pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
 /// it lists (so nothing is signed by a key the script does not hold); an
 /// input whose sighash cannot be computed (a missing previous output, say).
 pub fn sign_psbt(xprv: &[u8], psbt_hex: &str) -> Result<String, ProviderError> {
-    let bytes = decode_hex(psbt_hex).ok_or_else(|| {
+    let bytes = kms_crypto::unhex(psbt_hex).ok_or_else(|| {
         bad("signablePayload must be 0x followed by a 32-byte operation hash, or a PSBT in hex")
     })?;
     let mut psbt = Psbt::deserialize(&bytes)
@@ -215,7 +197,7 @@ mod tests {
         let hex = kms_crypto::hex(&psbt.serialize());
         let user = Xpriv::encode(&keys[0]);
         let signed = sign_psbt(&user, &hex).unwrap();
-        let once = Psbt::deserialize(&decode_hex(&signed).unwrap()).unwrap();
+        let once = Psbt::deserialize(&kms_crypto::unhex(&signed).unwrap()).unwrap();
         assert_eq!(once.inputs[0].partial_sigs.len(), 1);
         assert_eq!(once.unknown, psbt.unknown);
         assert_eq!(once.inputs[0].proprietary, psbt.inputs[0].proprietary);
@@ -236,7 +218,7 @@ mod tests {
         assert_eq!(pk.inner, child.public_key);
         // The backup key adds its own signature to the user's PSBT.
         let twice = sign_psbt(&Xpriv::encode(&keys[1]), &signed).unwrap();
-        let twice = Psbt::deserialize(&decode_hex(&twice).unwrap()).unwrap();
+        let twice = Psbt::deserialize(&kms_crypto::unhex(&twice).unwrap()).unwrap();
         assert_eq!(twice.inputs[0].partial_sigs.len(), 2);
     }
 
