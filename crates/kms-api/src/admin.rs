@@ -149,6 +149,14 @@ async fn rotate(State(a): State<Admin>) -> Result<Json<KeysOverview>, ApiError> 
     Ok(Json(overview(&a.state, changed.status).await?))
 }
 
+/// The count for `version` in a per-version list (0 if absent).
+fn count_under(counts: &[(u32, u64)], version: u32) -> u64 {
+    counts
+        .iter()
+        .find(|(v, _)| *v == version)
+        .map_or(0, |(_, n)| *n)
+}
+
 async fn retire(
     State(a): State<Admin>,
     Path(version): Path<String>,
@@ -162,25 +170,13 @@ async fn retire(
     if status.retired.contains(&version) {
         return Ok(Json(overview(s, status).await?));
     }
-    let wallets = s
-        .store
-        .wallets_per_version()
-        .await?
-        .into_iter()
-        .find(|(v, _)| *v == version)
-        .map_or(0, |(_, n)| n);
+    let wallets = count_under(&s.store.wallets_per_version().await?, version);
     if wallets > 0 {
         return Err(ApiError::bad_request(format!(
             "{wallets} wallets are still under master key version {version}; run the re-wrap first"
         )));
     }
-    let provider_keys = s
-        .store
-        .provider_keys_per_version()
-        .await?
-        .into_iter()
-        .find(|(v, _)| *v == version)
-        .map_or(0, |(_, n)| n);
+    let provider_keys = count_under(&s.store.provider_keys_per_version().await?, version);
     if provider_keys > 0 {
         return Err(ApiError::bad_request(format!(
             "{provider_keys} keys stored for BitGo's wallet manager are sealed under master key version {version}, \

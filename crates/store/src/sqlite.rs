@@ -284,6 +284,28 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How many rows of `table` (a constant table name) are sealed under each
+/// master-key version, ascending.
+async fn counts_per_version(
+    pool: &SqlitePool,
+    table: &'static str,
+) -> Result<Vec<(u32, u64)>, StoreError> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(&format!(
+        "SELECT master_key_version, COUNT(*) FROM {table}
+         GROUP BY master_key_version ORDER BY master_key_version"
+    ))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(v, n)| {
+            Ok((
+                u32::try_from(v).map_err(|_| StoreError::Corrupt("master key version"))?,
+                to_u64(n)?,
+            ))
+        })
+        .collect()
+}
+
 /// Creates the database file 0600 if it does not exist yet; SQLite gives its
 /// WAL and shared-memory files the same mode as the database file.
 fn create_private(path: &str) -> Result<(), StoreError> {
@@ -737,20 +759,7 @@ impl Store for SqliteStore {
     }
 
     async fn provider_keys_per_version(&self) -> Result<Vec<(u32, u64)>, StoreError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT master_key_version, COUNT(*) FROM provider_keys
-             GROUP BY master_key_version ORDER BY master_key_version",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(v, n)| {
-                Ok((
-                    u32::try_from(v).map_err(|_| StoreError::Corrupt("master key version"))?,
-                    to_u64(n)?,
-                ))
-            })
-            .collect()
+        counts_per_version(&self.pool, "provider_keys").await
     }
 
     async fn insert_audit(&self, audit: &AuditRecord) -> Result<(), StoreError> {
@@ -848,20 +857,7 @@ impl Store for SqliteStore {
     }
 
     async fn wallets_per_version(&self) -> Result<Vec<(u32, u64)>, StoreError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT master_key_version, COUNT(*) FROM wallets
-             GROUP BY master_key_version ORDER BY master_key_version",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(v, n)| {
-                Ok((
-                    u32::try_from(v).map_err(|_| StoreError::Corrupt("master key version"))?,
-                    to_u64(n)?,
-                ))
-            })
-            .collect()
+        counts_per_version(&self.pool, "wallets").await
     }
 
     async fn wallets_to_rewrap(
