@@ -119,10 +119,7 @@ async fn overview(s: &AppState, status: KeysStatus) -> Result<KeysOverview, ApiE
         versions.push(KeyVersion {
             version,
             current: version == status.current_version,
-            wallets: counts
-                .iter()
-                .find(|(v, _)| *v == version)
-                .map_or(0, |(_, n)| *n),
+            wallets: count_under(&counts, version),
             open_sessions: s.store.open_sessions_under(version, now).await?,
         });
     }
