@@ -39,9 +39,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The address a server printed as `PREFIX ADDR` (default prefix
+# `listening on`) in its stdout file $1, once it has.
 addr_of() {
+  local prefix="${2:-listening on}"
   for _ in $(seq 1 300); do
-    local a; a="$(sed -n 's/^listening on //p' "$1" | head -n 1)"
+    local a; a="$(sed -n "s/^$prefix //p" "$1" | head -n 1)"
     if [ -n "$a" ]; then echo "$a"; return 0; fi
     sleep 0.1
   done
@@ -322,12 +325,7 @@ if picked bitgo; then
     --max-in-flight 4096 --max-in-flight-per-client 4096 --max-connections-per-client 4096 \
     >"$work/api-bitgo.out" 2>"$work/api-bitgo.log" &
   pids+=($!)
-  addr_of "$work/api-bitgo.out" >/dev/null
-  relay=""
-  for _ in $(seq 1 100); do
-    relay="$(sed -n 's/^bitgo listening on //p' "$work/api-bitgo.out" | head -n 1)"
-    [ -n "$relay" ] && break; sleep 0.1
-  done
+  relay="$(addr_of "$work/api-bitgo.out" "bitgo listening on")"
   for op in get-key sign-eth; do
     for conn in new kept; do
       flag=(); [ "$conn" = new ] && flag=(--new-connections)

@@ -278,12 +278,14 @@ impl Provider {
         error: ProviderError,
     ) -> Response {
         let refused = self
-            .exec(|env| Err::<(), _>(env.provider_refuse(event, facts, error)))
-            .await;
-        match refused {
-            Err(r) => self.refused(r).await,
-            Ok(()) => message(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-        }
+            .rt
+            .trusted_env_exec_async(|env| env.provider_refuse(event, facts, error))
+            .await
+            .unwrap_or_else(|e| ProviderRefused {
+                error: unavailable(e),
+                audit: None,
+            });
+        self.refused(refused).await
     }
 
     /// Answers a refusal once its record's copy is stored.
