@@ -205,8 +205,20 @@ impl KeyMaterial {
     /// a client to an import session (the box is opened in the secure
     /// environment only).
     pub fn keycard_import_plaintext(box_json: &str, passphrase: &str) -> SecretBytes {
+        // Serialized straight from the borrowed strings: no intermediate
+        // JSON value holds a copy of the passphrase.
+        #[derive(serde::Serialize)]
+        struct Keycard<'a> {
+            #[serde(rename = "box")]
+            sealed: &'a str,
+            passphrase: &'a str,
+        }
         let inner = zeroize::Zeroizing::new(
-            serde_json::json!({"box": box_json, "passphrase": passphrase}).to_string(),
+            serde_json::to_string(&Keycard {
+                sealed: box_json,
+                passphrase,
+            })
+            .unwrap_or_default(),
         );
         let encoded = zeroize::Zeroizing::new(b64::encode(inner.as_bytes()));
         let mut out = SecretBytes::with_capacity(64 + encoded.len());
